@@ -1,0 +1,137 @@
+"""Teacher members on disk and the teacher-logit cache.
+
+Layout under a sweep's directory:
+    teachers/<teacher>/member-<i>/model.pt      final weights (written atomically)
+    teachers/<teacher>/member-<i>/result.json   val/test error, config, sha256 of model.pt: the "done" mark
+    cache/<teacher>.pt                          {"key", "logits": {split: (M, N, C)}} for all M members
+    cache/<teacher>.json                        manifest: key, sha256 of the .pt, each member's and the
+                                                ensemble's val/test error
+The cache key hashes the data set, split, transfer-set recipe and every member's weights, so a changed
+recipe or a retrained member is a miss, never a stale hit. Loading verifies the file's sha256.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distill import data, experiment, io
+from distill.config import DataConfig, TeacherConfig, digest, to_dict
+from distill.errors import UserError
+from distill.teachers import ensemble
+from distill.train import error, infer
+
+
+def member_dir(root: Path, teacher: str, index: int) -> Path:
+    return Path(root) / "teachers" / teacher / f"member-{index}"
+
+
+def member_result(root: Path, teacher: str, index: int) -> dict | None:
+    """The finished member's result, or None if it has not finished. A damaged member is refused."""
+    d = member_dir(root, teacher, index)
+    if not (d / "result.json").exists():
+        return None
+    result = io.read_json(d / "result.json")
+    weights = d / "model.pt"
+    if not weights.exists() or io.sha256(weights.read_bytes()) != result["sha256"]:
+        raise UserError(f"teacher member {d} is damaged (model.pt missing or does not match result.json): "
+                        f"delete {d} and run `distill teachers` again to retrain it")
+    return result
+
+
+def save_member(root: Path, teacher: TeacherConfig, index: int, model: nn.Module, splits: data.Splits,
+                seconds: float, epochs: int) -> dict:
+    d = member_dir(root, teacher.name, index)
+    payload = io.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
+    io.write_bytes(d / "model.pt", payload)
+    val, test = infer(model, splits.val_x), infer(model, splits.test_x)
+    result = {"teacher": to_dict(teacher), "index": index, "sha256": io.sha256(payload),
+              "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
+              "seconds": seconds, "epochs": epochs}
+    io.write_json(d / "result.json", result)  # written last: its presence means "done"
+    return result
+
+
+def load_member(root: Path, teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
+    model = experiment.build_member(teacher, index, splits)
+    state = torch.load(member_dir(root, teacher.name, index) / "model.pt", map_location="cpu")
+    model.load_state_dict(state)
+    return model.to(splits.train_x.device)
+
+
+def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str:
+    """Content hash of (data set, split, transfer recipe, each member's weights)."""
+    return digest({"data": to_dict(data_config), "teacher": teacher.name, "members": shas})
+
+
+def cache_paths(root: Path, teacher: str) -> tuple[Path, Path]:
+    return Path(root) / "cache" / f"{teacher}.pt", Path(root) / "cache" / f"{teacher}.json"
+
+
+def expected_key(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> str:
+    results = [member_result(root, teacher.name, i) for i in range(teacher.members)]
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise UserError(f"teacher {teacher.name!r} has unfinished members {missing} under {root}: "
+                        "run `distill teachers SWEEP_FILE` first")
+    return key(data_config, teacher, [r["sha256"] for r in results])
+
+
+def cached(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> bool:
+    """Whether a cache file with the current key exists (not yet verified: `load` does that)."""
+    manifest = cache_paths(root, teacher.name)[1]
+    if not manifest.exists():
+        return False
+    return io.read_json(manifest)["key"] == expected_key(root, data_config, teacher)
+
+
+def harvest(root: Path, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
+            transfer: data.TransferSet, batch_size: int = 1024) -> dict:
+    """Compute every member's logits on transfer/val/test once, and write the cache; returns the manifest."""
+    k = expected_key(root, data_config, teacher)
+    per_split: dict[str, list[torch.Tensor]] = {s: [] for s in experiment.SPLITS}
+    for i in range(teacher.members):
+        model = load_member(root, teacher, i, splits)
+        for split, logits in experiment.harvest(model, splits, transfer, batch_size).items():
+            per_split[split].append(logits.cpu())
+    logits = {s: torch.stack(v) for s, v in per_split.items()}  # split -> (M, N, C)
+    payload = io.torch_bytes({"key": k, "logits": logits})
+    pt, manifest_path = cache_paths(root, teacher.name)
+    io.write_bytes(pt, payload)
+    members = [error(logits["test"][i], splits.test_y.cpu()) for i in range(teacher.members)]
+    manifest = {"key": k, "teacher": teacher.name, "sha256": io.sha256(payload), "data": to_dict(data_config),
+                "members": [{"index": i, "val_error": error(logits["val"][i], splits.val_y.cpu()),
+                             "test_error": members[i]} for i in range(teacher.members)],
+                "ensemble": {"val_error": error(logits["val"].mean(0), splits.val_y.cpu()),
+                             "test_error": error(logits["test"].mean(0), splits.test_y.cpu())},
+                "shapes": {s: list(v.shape) for s, v in logits.items()}}
+    io.write_json(manifest_path, manifest)  # written last: the manifest commits the cache
+    return manifest
+
+
+def load(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> dict[str, torch.Tensor]:
+    """The per-member logits {split: (M, N, C)}, verified against the manifest's hash and the current key."""
+    pt, manifest_path = cache_paths(root, teacher.name)
+    fix = "run `distill teachers SWEEP_FILE` to harvest it again"
+    if not manifest_path.exists() or not pt.exists():
+        raise UserError(f"no logit cache for teacher {teacher.name!r} under {Path(root) / 'cache'}: {fix}")
+    manifest = io.read_json(manifest_path)
+    want = expected_key(root, data_config, teacher)
+    if manifest.get("key") != want:
+        raise UserError(f"logit cache {pt} is for another data set, transfer recipe or set of members "
+                        f"(key {manifest.get('key')}, this sweep needs {want}): {fix}")
+    payload = pt.read_bytes()
+    if io.sha256(payload) != manifest.get("sha256"):
+        raise UserError(f"logit cache {pt} is corrupt (its sha256 does not match {manifest_path.name}): "
+                        f"delete it and {fix}")
+    content = torch.load(pt, map_location="cpu")
+    if content.get("key") != want:
+        raise UserError(f"logit cache {pt} does not hold the key its manifest names: delete it and {fix}")
+    return content["logits"]
+
+
+def teacher_logits(per_member: dict[str, torch.Tensor], idx: list[int]) -> dict[str, torch.Tensor]:
+    """A (sub-)ensemble's logits {split: (N, C)} from the cached per-member logits."""
+    return {split: ensemble(v, idx) for split, v in per_member.items()}

@@ -1,0 +1,11 @@
+"""CIFAR-100 through torchvision, from a local data directory ROOT."""
+
+from torchvision.datasets import CIFAR100
+
+from distill.datasets._torchvision import read
+
+FILES = "ROOT/cifar-100-python/ (extract cifar-100-python.tar.gz there)"
+
+
+def load(root: str | None = None):
+    return read("cifar100", lambda r, train, dl: CIFAR100(r, train=train, download=dl), FILES, 100, True, root)

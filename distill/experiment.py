@@ -1,0 +1,102 @@
+"""The steps of an experiment in plain PyTorch: prepare data, train a teacher member, harvest its logits,
+train and evaluate one student. The Ray adapters call exactly these; `run_local` chains them in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from torch import nn
+
+from distill import data, losses, models
+from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
+from distill.errors import UserError
+from distill.train import Fit, Report, agreement, error, fit, infer, logit_rmse
+
+SPLITS = ("transfer", "val", "test")
+
+
+def prepare(config: DataConfig, device: str | torch.device = "cpu") -> tuple[data.Splits, data.TransferSet]:
+    splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device)
+    return splits, data.transfer_set(splits, config.views, shift=config.shift, seed=config.seed)
+
+
+def build_member(teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
+    torch.manual_seed(teacher.train.seed + index)  # member i's initialisation
+    return models.build(teacher.arch, splits.shape, splits.classes, **teacher.arch_args)
+
+
+def train_member(teacher: TeacherConfig, index: int, splits: data.Splits, transfer: data.TransferSet,
+                 report: Report | None = None, resume: dict | None = None) -> tuple[nn.Module, Fit]:
+    """Train ensemble member `index` (seed = train.seed + index) by cross-entropy on the augmented inputs."""
+    model = build_member(teacher, index, splits).to(splits.train_x.device)
+    config = dataclasses.replace(teacher.train, seed=teacher.train.seed + index)
+    result = fit(model, transfer.x, splits.train_y[transfer.source], losses.cross_entropy,
+                 (splits.val_x, splits.val_y), config, report=report, resume=resume)
+    return model, result
+
+
+def harvest(model: nn.Module, splits: data.Splits, transfer: data.TransferSet,
+            batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """One member's logits on every split the students need: {'transfer', 'val', 'test'} -> (N, C)."""
+    xs = {"transfer": transfer.x, "val": splits.val_x, "test": splits.test_x}
+    return {split: infer(model, xs[split], batch_size) for split in SPLITS}
+
+
+def student_task(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
+                 teacher: dict[str, torch.Tensor] | None):
+    """What a student learns from: (inputs, targets, loss) for its target."""
+    if cell.target == "labels":
+        return splits.train_x, splits.train_y, losses.cross_entropy
+    if cell.target == "labels-aug":
+        return transfer.x, splits.train_y[transfer.source], losses.cross_entropy
+    if teacher is None:
+        raise UserError(f"target {cell.target!r} needs teacher logits: run `distill teachers` first")
+    if cell.target == "mimic":
+        return transfer.x, teacher["transfer"], losses.mimic_l2
+    if cell.target == "kd":
+        return transfer.x, teacher["transfer"], lambda out, z: losses.kd(out, z, cell.temperature)
+    raise UserError(f"unknown target {cell.target!r}: use mimic, labels, labels-aug or kd")
+
+
+def build_student(cell: StudentConfig, splits: data.Splits) -> nn.Module:
+    torch.manual_seed(cell.train.seed)
+    return models.build(cell.arch, splits.shape, splits.classes, hidden=cell.hidden,
+                        bottleneck=cell.bottleneck, **cell.arch_args)
+
+
+def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
+                teacher: dict[str, torch.Tensor] | None, reference: dict[str, torch.Tensor] | None,
+                report: Report | None = None, resume: dict | None = None) -> dict:
+    """Train one student and return its result row: config, #params, errors, agreement, time.
+
+    `teacher` holds the logits the student learns from (mimic, kd); `reference` the teacher it is
+    compared with (agreement, logit RMSE), so that label-trained students are measured the same way.
+    """
+    x, target, loss = student_task(cell, splits, transfer, teacher)
+    model = build_student(cell, splits).to(splits.train_x.device)
+    t0 = time.perf_counter()
+    result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
+    test = infer(model, splits.test_x)
+    row = {**flatten(to_dict(cell)), "params": models.param_count(model), "transfer_size": len(x),
+           "val_error": error(infer(model, splits.val_x), splits.val_y),
+           "test_error": error(test, splits.test_y), "epochs": result.epochs,
+           "best_epoch": result.best_epoch, "train_seconds": result.seconds,
+           "wall_seconds": time.perf_counter() - t0}
+    if reference is not None:
+        row["test_agreement"] = agreement(test, reference["test"])
+        row["test_logit_rmse"] = logit_rmse(test, reference["test"])
+    return row
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}: one column per setting in the results table."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):  # an empty dict (no arch_args) adds no column
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,117 @@
+"""Teachers (deep nets) and students (shallow nets), built from explicit arguments.
+
+Builders never pick a device or dtype: build under `with torch.device(...)` (the `meta` device counts
+parameters of a 400k-unit student without allocating it) or move the module afterwards.
+An architecture's name is the builder's name in this module: `getattr(distill.models, arch)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from distill.errors import UserError
+
+
+def dnn(shape: Sequence[int], classes: int, hidden: int = 2000, layers: int = 3) -> nn.Sequential:
+    """The paper's DNN teacher: `layers` fully connected ReLU layers of `hidden` units (3 x 2000)."""
+    d = math.prod(shape)
+    mods: list[nn.Module] = [nn.Flatten()]
+    for i in range(layers):
+        mods += [nn.Linear(d if i == 0 else hidden, hidden), nn.ReLU()]
+    return nn.Sequential(*mods, nn.Linear(hidden if layers else d, classes))
+
+
+def conv_pool(channels_in: int, channels: int, kernel: int) -> list[nn.Module]:
+    """One conv-ReLU-maxpool stage; 'same' padding, so each stage halves H and W."""
+    return [nn.Conv2d(channels_in, channels, kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool2d(2)]
+
+
+def cnn(shape: Sequence[int], classes: int, channels: Sequence[int] = (128, 128, 128),
+        hidden: Sequence[int] = (1000,), kernel: int = 5) -> nn.Sequential:
+    """The paper's CNN teacher: conv-pool stages then fully connected ReLU layers.
+
+    Defaults are its CIFAR-10 teacher 128c-p-128c-p-128c-p-1000fc; small data sets pass small sizes.
+    """
+    c, h, w = shape
+    mods: list[nn.Module] = []
+    for ch in channels:
+        mods += conv_pool(c, ch, kernel)
+        c, h, w = ch, h // 2, w // 2
+    mods.append(nn.Flatten())
+    d = c * h * w
+    for units in hidden:
+        mods += [nn.Linear(d, units), nn.ReLU()]
+        d = units
+    return nn.Sequential(*mods, nn.Linear(d, classes))
+
+
+class Ensemble(nn.Module):
+    """The paper's ECNN: the output is the mean of the members' logits, (B, C)."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def check_sizes(hidden: int, bottleneck: int | None) -> None:
+    if hidden < 1 or (bottleneck is not None and bottleneck < 1):
+        raise UserError(f"student sizes must be positive (hidden={hidden}, bottleneck={bottleneck})")
+    if bottleneck is not None and bottleneck >= hidden:
+        raise UserError(f"bottleneck k={bottleneck} must be smaller than hidden H={hidden}: "
+                        "a linear bottleneck only saves work when k << H (or use bottleneck=None)")
+
+
+def head(d: int, classes: int, hidden: int, bottleneck: int | None) -> list[nn.Module]:
+    """beta f(U V x): optional linear bottleneck V (d -> k, no bias), U (k -> H) + ReLU, beta (H -> C).
+
+    V has no bias because it would be redundant: U (V x + b) + c = U V x + (U b + c).
+    """
+    check_sizes(hidden, bottleneck)
+    mods: list[nn.Module] = []
+    if bottleneck is not None:
+        mods.append(nn.Linear(d, bottleneck, bias=False))
+        d = bottleneck
+    return mods + [nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
+
+
+def snn(shape: Sequence[int], classes: int, hidden: int, bottleneck: int | None = None) -> nn.Sequential:
+    """The paper's SNN(-MIMIC) student: one hidden ReLU layer of `hidden` units, maybe a bottleneck."""
+    return nn.Sequential(nn.Flatten(), *head(math.prod(shape), classes, hidden, bottleneck))
+
+
+def conv_snn(shape: Sequence[int], classes: int, hidden: int, bottleneck: int | None = 1200,
+             channels: int = 128, kernel: int = 5) -> nn.Sequential:
+    """The paper's CIFAR-10 student 128c-p-1200L-30k: one conv-pool stage, bottleneck, wide ReLU layer."""
+    c, h, w = shape
+    return nn.Sequential(*conv_pool(c, channels, kernel), nn.Flatten(),
+                         *head(channels * (h // 2) * (w // 2), classes, hidden, bottleneck))
+
+
+def build(arch: str, shape: Sequence[int], classes: int, **kwargs) -> nn.Module:
+    """Build architecture `arch` (a builder in this module) with keyword sizes from a config."""
+    if arch not in ARCHS:
+        raise UserError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
+    try:
+        return globals()[arch](shape, classes, **kwargs)
+    except TypeError as e:
+        raise UserError(f"bad arguments for architecture {arch!r}: {e}") from None
+
+
+ARCHS = ("dnn", "cnn", "snn", "conv_snn")
+
+
+def snn_params(d: int, hidden: int, classes: int, bottleneck: int | None = None) -> int:
+    """Closed-form parameter count of `snn`: D*k + k*H + H + H*C + C (no bias on V), or D*H + H + H*C + C."""
+    first = d * hidden if bottleneck is None else d * bottleneck + bottleneck * hidden
+    return first + hidden + hidden * classes + classes
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,152 @@
+"""The training loop, inference and metrics, in plain PyTorch.
+
+`fit` is the only loop: teachers and students of every target go through it. Its `report` argument is
+the one seam the Ray adapters use (they forward metrics to Ray and save the checkpoint state).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.errors import UserError
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# report(metrics of one epoch, state): `state()` returns everything `fit(resume=...)` needs.
+Report = Callable[[dict, Callable[[], dict]], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "sgd"  # "sgd" (with momentum, the paper's) or "adam"
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD momentum, or Adam's beta1
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 30
+    schedule: str = "cosine"  # "cosine" (to zero at `epochs`) or "constant"
+    patience: int = 0  # stop after this many epochs without a better val score; 0: never stop early
+    seed: int = 0
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite; the sweep records the trial as failed with this reason."""
+
+
+@dataclass
+class Fit:
+    best_epoch: int
+    epochs: int
+    best_val_error: float
+    seconds: float
+    history: list[dict]
+
+
+def optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=config.lr, betas=(config.momentum, 0.999),
+                                 weight_decay=config.weight_decay)
+    raise UserError(f"unknown optimizer {config.optimizer!r}: use 'sgd' or 'adam'")
+
+
+def schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:
+    if config.schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    if config.schedule == "constant":
+        return lambda step: 1.0
+    raise UserError(f"unknown schedule {config.schedule!r}: use 'cosine' or 'constant'")
+
+
+def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
+        val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, report: Report | None = None,
+        resume: dict | None = None) -> Fit:
+    """Train `model` on (x, target) by `loss`, keep the state with the best val score, load it at the end.
+
+    x: (N, ...) inputs; target: (N, C) teacher logits or (N,) labels; val: (val_x, val_y) with labels.
+    The val score is (error, cross-entropy): error first, cross-entropy breaks the frequent ties.
+    """
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    n, per_epoch = len(x), math.ceil(len(x) / config.batch_size)
+    opt = optimizer(model.parameters(), config)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(config, config.epochs * per_epoch))
+    best = {"score": (math.inf, math.inf), "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    history: list[dict] = []
+    start_epoch, elapsed = 0, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        gen.set_state(resume["generator"])
+        best, history, elapsed = resume["best"], resume["history"], resume["seconds"]
+        start_epoch = resume["epoch"]
+
+    def state() -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "generator": gen.get_state(), "best": best, "history": history, "seconds": elapsed,
+                "epoch": epoch + 1, "config": asdict(config)}
+
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        total = torch.zeros((), device=x.device)
+        for idx in torch.randperm(n, generator=gen).to(x.device).split(config.batch_size):
+            batch_loss = loss(model(x[idx]), target[idx])
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            sched.step()
+            total += batch_loss.detach() * len(idx)
+        train_loss = total.item() / n  # one device sync per epoch, not per step
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training loss is {train_loss} at epoch {epoch + 1} (lr={config.lr}): lower the lr")
+        val_logits = infer(model, val[0])
+        score = (error(val_logits, val[1]), F.cross_entropy(val_logits, val[1]).item())
+        if score < best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+        elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_error": score[0], "val_ce": score[1],
+               "lr": sched.get_last_lr()[0], "seconds": elapsed}
+        history.append(row)
+        if report is not None:
+            report(row, state)
+        if config.patience and epoch + 1 - best["epoch"] >= config.patience:
+            break
+    model.load_state_dict(best["state"])
+    return Fit(best_epoch=best["epoch"], epochs=len(history), best_val_error=best["score"][0],
+               seconds=elapsed, history=history)
+
+
+@torch.no_grad()
+def infer(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The logits (N, C) of a whole split, in eval mode, in batches of `batch_size`."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    model.train(was_training)
+    return out
+
+
+def error(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Classification error rate: the fraction of argmax predictions that differ from the labels."""
+    return (logits.argmax(1) != y).float().mean().item()
+
+
+def agreement(logits: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Top-1 agreement with the teacher: the fraction of inputs where both predict the same class."""
+    return (logits.argmax(1) == teacher.argmax(1)).float().mean().item()
+
+
+def logit_rmse(logits: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Root-mean-square difference of the logits, over all inputs and classes."""
+    return (logits - teacher).pow(2).mean().sqrt().item()
