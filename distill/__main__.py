@@ -21,6 +21,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--variant", default="default", help="the sweep file's variant (default, smoke, ...)")
         s.add_argument("--storage", help="where results, caches and checkpoints go (overrides the sweep's)")
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
+        s.add_argument("--local", action="store_true", help="run in this process, without Ray (for debugging)")
+        s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
         s.add_argument("--data-root", help="data directory of the torchvision data sets (overrides the sweep's)")
     return p
 
@@ -49,8 +51,15 @@ def dispatch(args: argparse.Namespace) -> int:
         sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, root=args.data_root))
     root = Path(os.path.expanduser(args.storage or sweep.storage)) / sweep.name
     if args.command == "teachers":
-        splits, transfer = experiment.prepare(sweep.data, args.device)
-        local.train_teachers(sweep, root, splits, transfer, print)
+        if args.local:
+            splits, transfer = experiment.prepare(sweep.data, args.device)
+            local.train_teachers(sweep, root, splits, transfer, print)
+        else:
+            from distill import ray_shared, ray_teachers
+
+            splits, transfer = experiment.prepare(sweep.data)  # CPU: workers move it to their device
+            ray_shared.init(args.address)
+            ray_teachers.train(sweep, root, splits, transfer)
     elif args.command == "run":
         frame = local.run(sweep, root, args.device)
         print(f"{len(frame)} students; results in {root}/results.parquet")

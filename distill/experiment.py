@@ -28,13 +28,26 @@ def build_member(teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.
     return models.build(teacher.arch, splits.shape, splits.classes, **teacher.arch_args)
 
 
+def member_task(teacher: TeacherConfig, index: int, splits: data.Splits, transfer: data.TransferSet,
+                rank: int = 0, world: int = 1):
+    """Member `index`'s (inputs, labels, train config): cross-entropy on the augmented transfer set.
+
+    With `world` data-parallel workers, worker `rank` takes every world-th input, all shards cut to the
+    same length so that every worker runs the same number of steps (DDP needs that).
+    """
+    x, y = transfer.x, splits.train_y[transfer.source]
+    if world > 1:
+        n = len(x) // world * world
+        x, y = x[rank:n:world], y[rank:n:world]
+    return x, y, dataclasses.replace(teacher.train, seed=teacher.train.seed + index)
+
+
 def train_member(teacher: TeacherConfig, index: int, splits: data.Splits, transfer: data.TransferSet,
                  report: Report | None = None, resume: dict | None = None) -> tuple[nn.Module, Fit]:
     """Train ensemble member `index` (seed = train.seed + index) by cross-entropy on the augmented inputs."""
     model = build_member(teacher, index, splits).to(splits.train_x.device)
-    config = dataclasses.replace(teacher.train, seed=teacher.train.seed + index)
-    result = fit(model, transfer.x, splits.train_y[transfer.source], losses.cross_entropy,
-                 (splits.val_x, splits.val_y), config, report=report, resume=resume)
+    x, y, config = member_task(teacher, index, splits, transfer)
+    result = fit(model, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), config, report, resume)
     return model, result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 
 import numpy as np
@@ -23,11 +24,15 @@ def read(name: str, open_split: Callable[[str, bool, bool], object], files: str,
     try:
         train, test = open_split(root, True, False), open_split(root, False, False)
     except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)  # torchvision's urlopen has none: a dropped connection would hang forever
         try:
             train, test = open_split(root, True, True), open_split(root, False, True)
         except Exception as e:  # no internet, or a half-written download
             raise UserError(f"{name}: no data under {root} and download failed ({type(e).__name__}): "
                             f"put {files.replace('ROOT', root)}, or pass --data-root / set DISTILL_DATA") from None
+        finally:
+            socket.setdefaulttimeout(previous)
     return Raw(*images(train), *images(test), classes=classes, flips=flips)
 
 

@@ -1,0 +1,56 @@
+"""Data and logits in the Ray object store once, read by every trial without a copy.
+
+Ray keeps numpy arrays in shared memory and `ray.get` maps them read-only into each worker: the tensors
+a trial sees are views of that one copy (`torch.from_numpy`), so N concurrent trials hold one data set.
+Nothing here writes to the shared tensors: `fit` only indexes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+import ray
+import torch
+
+from distill.data import Splits, TransferSet
+
+
+def put(splits: Splits, transfer: TransferSet, logits: dict[str, dict[str, torch.Tensor]] | None = None):
+    """One object-store copy of the splits, the transfer set and per-teacher per-member logits."""
+    arrays = {f.name: getattr(splits, f.name) for f in dataclasses.fields(Splits)}
+    payload = {"splits": {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in arrays.items()},
+               "transfer": {"x": transfer.x.cpu().numpy(), "source": transfer.source.cpu().numpy()},
+               "logits": {t: {s: v.numpy() for s, v in per.items()} for t, per in (logits or {}).items()}}
+    return ray.put(payload)
+
+
+def tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    # The array is read-only shared memory; torch warns that writes would be undefined. We never write.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(a)
+    return t if device.type == "cpu" else t.to(device)
+
+
+def get(ref, device: torch.device | str = "cpu"):
+    """(splits, transfer, logits) as tensors; on the CPU these are zero-copy views of the shared store."""
+    device = torch.device(device)
+    payload = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+    s = {k: tensor(v, device) if isinstance(v, np.ndarray) else v for k, v in payload["splits"].items()}
+    transfer = TransferSet(**{k: tensor(v, device) for k, v in payload["transfer"].items()})
+    logits = {t: {s_: tensor(v, device) for s_, v in per.items()} for t, per in payload["logits"].items()}
+    return Splits(**s), transfer, logits
+
+
+def init(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to the cluster (RAY_ADDRESS / `address`), or start a local one on this machine."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count())
