@@ -15,6 +15,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill", description="Shallow students that mimic deep teachers.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in [("teachers", "train the teacher ensembles and harvest their logits"),
+                       ("sweep", "the student sweep (needs the teachers' logit cache)"),
                        ("run", "teachers, harvest and the student sweep in one go")]:
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("sweep", help="a sweep file, e.g. sweeps/demo.py")
@@ -43,27 +44,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from distill import experiment, local
-    from distill.config import load_sweep
+    from distill import experiment, io, local
+    from distill.config import load_sweep, to_dict
 
     sweep = load_sweep(args.sweep, args.variant)
     if args.data_root:
         sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, root=args.data_root))
     root = Path(os.path.expanduser(args.storage or sweep.storage)) / sweep.name
-    if args.command == "teachers":
-        if args.local:
-            splits, transfer = experiment.prepare(sweep.data, args.device)
+    io.write_json(root / "config.json", to_dict(sweep))  # the resolved config, beside every result
+    if args.local:
+        splits, transfer = experiment.prepare(sweep.data, args.device)
+        if args.command in ("teachers", "run"):
             local.train_teachers(sweep, root, splits, transfer, print)
-        else:
-            from distill import ray_shared, ray_teachers
+        if args.command in ("sweep", "run"):
+            frame = local.sweep_students(sweep, root, splits, transfer, print)
+    else:
+        from distill import ray_shared, ray_sweep, ray_teachers
 
-            splits, transfer = experiment.prepare(sweep.data)  # CPU: workers move it to their device
-            ray_shared.init(args.address)
+        splits, transfer = experiment.prepare(sweep.data)  # on the CPU: trials move it to their device
+        ray_shared.init(args.address)
+        if args.command in ("teachers", "run"):
             ray_teachers.train(sweep, root, splits, transfer)
-    elif args.command == "run":
-        frame = local.run(sweep, root, args.device)
-        print(f"{len(frame)} students; results in {root}/results.parquet")
+        if args.command in ("sweep", "run"):
+            frame = ray_sweep.sweep_students(sweep, root, splits, transfer)
+    if args.command in ("sweep", "run"):
+        print(summary(frame))
     return 0
+
+
+def summary(frame) -> str:
+    """Mean test error per (target, hidden, bottleneck) over seeds: the first look at a sweep."""
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+    if ok.empty:
+        return "no trial finished"
+    cols = [c for c in ("target", "teacher", "hidden", "bottleneck") if c in ok]
+    table = ok.assign(bottleneck=ok["bottleneck"].fillna(0).astype(int)).groupby(cols, dropna=False).agg(
+        params=("params", "first"), test_error=("test_error", "mean"), sd=("test_error", "std"),
+        agreement=("test_agreement", "mean"), n=("test_error", "size"))
+    return table.to_string(float_format=lambda v: f"{v:.4f}")
 
 
 if __name__ == "__main__":

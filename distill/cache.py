@@ -20,8 +20,8 @@ from torch import nn
 from distill import data, experiment, io
 from distill.config import DataConfig, TeacherConfig, digest, to_dict
 from distill.errors import UserError
-from distill.teachers import ensemble
-from distill.train import error, infer
+from distill.teachers import ensemble, parse
+from distill.train import Fit, error, infer
 
 
 def member_dir(root: Path, teacher: str, index: int) -> Path:
@@ -42,14 +42,15 @@ def member_result(root: Path, teacher: str, index: int) -> dict | None:
 
 
 def save_member(root: Path, teacher: TeacherConfig, index: int, model: nn.Module, splits: data.Splits,
-                seconds: float, epochs: int) -> dict:
+                fitted: Fit) -> dict:
     d = member_dir(root, teacher.name, index)
     payload = io.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
     io.write_bytes(d / "model.pt", payload)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
     result = {"teacher": to_dict(teacher), "index": index, "sha256": io.sha256(payload),
               "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
-              "seconds": seconds, "epochs": epochs}
+              "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
+              "resumed_from": fitted.resumed_from}
     io.write_json(d / "result.json", result)  # written last: its presence means "done"
     return result
 
@@ -132,6 +133,11 @@ def load(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> dict[st
     return content["logits"]
 
 
-def teacher_logits(per_member: dict[str, torch.Tensor], idx: list[int]) -> dict[str, torch.Tensor]:
-    """A (sub-)ensemble's logits {split: (N, C)} from the cached per-member logits."""
-    return {split: ensemble(v, idx) for split, v in per_member.items()}
+def teacher_logits(per_member: dict[str, dict[str, torch.Tensor]], members: dict[str, int],
+                   name: str) -> dict[str, torch.Tensor] | None:
+    """Teacher `name`'s logits {split: (N, C)}: the mean over its members, from the per-member cache
+    {teacher: {split: (M, N, C)}}; None for no teacher (label-trained students)."""
+    if not name:
+        return None
+    base, idx = parse(name, members)
+    return {split: ensemble(v, idx) for split, v in per_member[base].items()}

@@ -83,22 +83,27 @@ class SweepConfig:
     search: SearchConfig = SearchConfig()
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    teacher_concurrency: int | None = None  # members training at once; None: as many as the cluster fits now
+    checkpoint_every: int = 1  # epochs between student checkpoints (a retried trial resumes from the last)
+    trial_retries: int = 2  # times a trial whose process died is retried from its checkpoint
     storage: str = "~/distill_results"  # local path or s3:// / gs:// URI
 
     def cells(self) -> list[StudentConfig]:
         """Every student of the grid: width x bottleneck x target x teacher x seed (labels ignore teacher)."""
-        out = []
-        for h in self.hidden:
-            for k in self.bottleneck:
-                for target in self.targets:
-                    teachers = self.student_teachers if target in ("mimic", "kd") else ("",)
-                    for teacher in teachers:
-                        for seed in self.seeds:
-                            train = self.target_train.get(target, self.student.train)
-                            out.append(dataclasses.replace(
-                                self.student, hidden=h, bottleneck=k, target=target, teacher=teacher,
-                                train=dataclasses.replace(train, seed=seed)))
-        return out
+        return [self.cell(h, k, target, teacher, seed)
+                for h in self.hidden for k in self.bottleneck for target in self.targets
+                for teacher in (self.student_teachers if target in ("mimic", "kd") else ("",))
+                for seed in self.seeds]
+
+    def reference(self, cell: StudentConfig) -> str:
+        """The teacher a student is compared with: its own, or (label-trained) the sweep's first."""
+        return cell.teacher or (self.student_teachers[0] if self.student_teachers else "")
+
+    def cell(self, hidden: int, bottleneck: int | None, target: str, teacher: str, seed: int) -> StudentConfig:
+        """The student template with one cell's settings, on its target's train config and seed."""
+        train = dataclasses.replace(self.target_train.get(target, self.student.train), seed=seed)
+        return dataclasses.replace(self.student, hidden=hidden, bottleneck=bottleneck, target=target,
+                                   teacher=teacher, train=train)
 
 
 def to_dict(config) -> dict:

@@ -55,7 +55,7 @@ def member_loop(config: dict) -> None:
     result = fit(model, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), train, report, resume)
     if rank == 0:
         plain = getattr(model, "module", model)  # unwrap DDP
-        cache.save_member(Path(config["root"]), teacher, index, plain, splits, result.seconds, result.epochs)
+        cache.save_member(Path(config["root"]), teacher, index, plain, splits, result)
 
 
 def member_trial(config: dict, data, root: str, retries: int) -> None:
@@ -89,6 +89,8 @@ def train(sweep: SweepConfig, root: Path, splits, transfer, retries: int = 3,
             tune.with_resources(tune.with_parameters(member_trial, data=data, root=str(root), retries=retries),
                                 {"cpu": 0.01}),  # the trial only waits on its TorchTrainer, which holds resources
             param_space={"member": tune.grid_search(pending)},
+            # Each waiting member trial is a process with torch loaded: do not start more than can train.
+            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.teacher_concurrency or concurrency(pending)),
             run_config=tune.RunConfig(name=f"teachers-{int(time.time())}", storage_path=str(root / "ray"),
                                       verbose=1))
         grid = tuner.fit()
@@ -108,6 +110,16 @@ def train(sweep: SweepConfig, root: Path, splits, transfer, retries: int = 3,
         log(f"teacher {teacher.name}: ensemble test error {manifest['ensemble']['test_error']:.4f} "
             f"(median member {sorted(m['test_error'] for m in manifest['members'])[teacher.members // 2]:.4f}); "
             f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
+
+
+def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
+    """How many members the cluster can train at once now (an autoscaling cluster: set teacher_concurrency)."""
+    total = ray.cluster_resources()
+    fits = []
+    for teacher, _ in pending:
+        need = {"CPU": teacher.workers * teacher.cpus_per_worker, "GPU": teacher.workers * teacher.gpus_per_worker}
+        fits.append(min(int(total.get(k, 0) // v) for k, v in need.items() if v > 0))
+    return max(1, min(fits))
 
 
 @ray.remote

@@ -47,6 +47,7 @@ class Fit:
     best_val_error: float
     seconds: float
     history: list[dict]
+    resumed_from: int = 0  # the epoch a checkpoint resumed from; 0 for a fresh run
 
 
 def optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -124,7 +125,7 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
             break
     model.load_state_dict(best["state"])
     return Fit(best_epoch=best["epoch"], epochs=len(history), best_val_error=best["score"][0],
-               seconds=elapsed, history=history)
+               seconds=elapsed, history=history, resumed_from=start_epoch)
 
 
 @torch.no_grad()

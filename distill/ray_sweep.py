@@ -1,0 +1,125 @@
+"""Ray Tune adapter: the student sweep over width x bottleneck x target x teacher x seed.
+
+With `search.samples == 1` every cell trains once with its config's settings, all cells in one Tune
+grid (as many at once as the resources allow, no early stopping: every cell is a point on a curve).
+With more samples, Optuna searches lr / momentum / weight decay within each cell (one Tuner per cell,
+since Optuna cannot search inside a grid) and ASHA stops a cell's poor trials early.
+
+The data, the transfer set and every teacher's per-member logits go into the object store once; trials
+read them as zero-copy views (`distill.ray_shared`). Each trial is `distill.experiment.run_student`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from distill import cache, experiment, ray_shared, results
+from distill.config import SweepConfig
+from distill.train import Diverged
+
+CELL_KEYS = ("hidden", "bottleneck", "target", "teacher", "seed")
+SEARCHED = ("lr", "momentum", "weight_decay")
+
+
+def student_trial(config: dict, data, sweep: SweepConfig) -> None:
+    """One student: train, report every epoch (with a checkpoint to resume from), then the result row."""
+    cell = sweep.cell(*(config["cell"][k] for k in CELL_KEYS))
+    searched = {k: config[k] for k in SEARCHED if k in config}
+    cell = dataclasses.replace(cell, train=dataclasses.replace(cell.train, **searched))
+    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
+    device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    splits, transfer, per_member = ray_shared.get(data, device)
+    members = {t.name: t.members for t in sweep.teachers}
+    resume = None
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
+
+    def report(row: dict, state: Callable[[], dict]) -> None:
+        if row["epoch"] % sweep.checkpoint_every:
+            tune.report(row)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state(), Path(d) / "state.pt")
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+
+    try:
+        row = experiment.run_student(cell, splits, transfer, cache.teacher_logits(per_member, members, cell.teacher),
+                                     cache.teacher_logits(per_member, members, sweep.reference(cell)), report, resume)
+    except Diverged as e:  # a finished, failed trial with its reason: Optuna gets a finite worst score
+        tune.report({"val_error": 1.0, "status": "failed", "reason": str(e)})
+        return
+    tune.report({**row, "status": "ok"})
+
+
+def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, log: Callable[[str], None] = print):
+    """Run the sweep, write results.parquet / results.csv under `root`, return the DataFrame."""
+    per_member = {t.name: cache.load(root, sweep.data, t) for t in sweep.teachers}
+    payload = ray_shared.pack(splits, transfer, per_member)  # with_parameters puts it in the store once
+    trainable = tune.with_resources(tune.with_parameters(student_trial, data=payload, sweep=sweep),
+                                    {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
+    cells = [{"hidden": c.hidden, "bottleneck": c.bottleneck, "target": c.target, "teacher": c.teacher,
+              "seed": c.train.seed} for c in sweep.cells()]
+    storage = str(root / "ray")
+    if sweep.search.samples == 1:
+        grids = [tuner(trainable, "students", storage, {"cell": tune.grid_search(cells)}, sweep, False).fit()]
+    else:
+        grids = []
+        for i, cell in enumerate(cells):
+            grids.append(tuner(trainable, f"students-cell-{i}", storage, {"cell": cell, **search_space(sweep)},
+                               sweep, True).fit())
+            log(f"cell {i + 1}/{len(cells)} done: {cell}")
+    rows = [row(r) for grid in grids for r in grid]
+    frame = results.write(root, rows)
+    log(f"{len(frame)} trials, {int((frame['status'] != 'ok').sum())} failed; results in {root / 'results.parquet'}")
+    return frame
+
+
+def search_space(sweep: SweepConfig) -> dict:
+    s = sweep.search
+    space = {"lr": s.lr and tune.loguniform(*s.lr), "momentum": s.momentum and tune.uniform(*s.momentum),
+             "weight_decay": s.weight_decay and tune.loguniform(*s.weight_decay)}
+    return {k: v for k, v in space.items() if v is not None}
+
+
+def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, searched: bool) -> tune.Tuner:
+    """A new Tuner, or the interrupted one of the same name resumed (finished trials are kept, not re-run)."""
+    path = f"{storage}/{name}"
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    config = tune.TuneConfig(num_samples=1, max_concurrent_trials=sweep.search.concurrency)
+    if searched:
+        config = tune.TuneConfig(
+            metric="val_error", mode="min", num_samples=sweep.search.samples,
+            max_concurrent_trials=sweep.search.concurrency, search_alg=OptunaSearch(seed=0),
+            scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=sweep.search.grace_epochs,
+                                    max_t=sweep.student.train.epochs + 1))
+    return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
+        name=name, storage_path=storage, verbose=1,
+        failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",
+             "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+             "experiment_tag", "should_checkpoint"}
+
+
+def row(result) -> dict:
+    """One results row from a Tune result: its last report, or the cell and the failure's reason."""
+    cell = result.config["cell"]
+    searched = {f"train.{k}": result.config[k] for k in SEARCHED if k in result.config}
+    if result.error is not None:
+        return {**cell, **searched, "status": "failed", "reason": str(result.error).strip().splitlines()[-1],
+                "trial_dir": result.path}
+    metrics = {k: v for k, v in (result.metrics or {}).items() if k not in TUNE_KEYS}
+    metrics.setdefault("status", "stopped")  # ASHA stopped it before it reported a final row
+    return {**cell, **searched, **metrics, "trial_dir": result.path}

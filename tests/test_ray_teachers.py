@@ -1,0 +1,97 @@
+"""Ray Train teachers: a killed worker resumes from its checkpoint, a re-run retrains and re-harvests
+nothing, and a corrupt or mismatched logit cache is refused."""
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from distill import cache, experiment, ray_teachers
+from distill.config import DataConfig, SweepConfig, TeacherConfig
+from distill.errors import UserError
+from distill.train import TrainConfig
+
+EPOCHS = 30  # about 0.3 s each: long enough to kill the workers mid-training
+TEACHER = TeacherConfig(name="ecnn", arch="cnn", members=2, arch_args={"channels": (8,), "hidden": (32,), "kernel": 3},
+                        train=TrainConfig(lr=0.05, batch_size=32, epochs=EPOCHS))
+SWEEP = SweepConfig(name="teachers-test", data=DataConfig(name="digits", val_size=200, views=3), teachers=(TEACHER,))
+
+
+def registered_checkpoint(run: Path) -> bool:
+    """Whether Ray Train has registered a checkpoint of this run (a folder on disk alone is not enough:
+    the controller collects reports every few seconds, and a restart resumes from registered ones only)."""
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    return snapshot.exists() and json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+
+
+def train_workers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, tmp_path_factory):
+    """Train the 2-member ensemble through Ray Train, killing the members' workers once mid-training."""
+    root = tmp_path_factory.mktemp("teachers")
+    splits, transfer = experiment.prepare(SWEEP.data)
+    logs: list[str] = []
+    run = threading.Thread(target=ray_teachers.train, args=(SWEEP, root, splits, transfer), kwargs={"log": logs.append})
+    run.start()
+    killed: list[int] = []
+    deadline = time.time() + 300
+    while not killed and run.is_alive() and time.time() < deadline:
+        # Kill once both members have a checkpoint: from then on a restart must resume, not start over.
+        if all(registered_checkpoint(root / "ray" / f"ecnn-member-{i}") for i in range(2)):
+            for worker in train_workers():
+                killed.append(worker.pid)
+                worker.kill()
+        time.sleep(0.2)
+    run.join(timeout=600)
+    return root, splits, transfer, killed, logs
+
+
+def test_ensemble_finishes_after_a_worker_is_killed(trained):
+    root, _, _, killed, logs = trained
+    assert len(killed) == 2, f"expected one Ray Train worker per member to kill, found {killed}"
+    results = [cache.member_result(root, "ecnn", i) for i in range(2)]
+    assert all(r is not None and r["epochs"] == EPOCHS for r in results), logs
+    # Each member resumed from a checkpoint (epoch >= 1): none started over.
+    assert all(r["resumed_from"] >= 1 for r in results), results
+    manifest = cache.io.read_json(root / "cache" / "ecnn.json")
+    assert manifest["ensemble"]["test_error"] < 0.2
+    assert len(manifest["members"]) == 2
+
+
+def test_second_run_retrains_and_reharvests_nothing(trained):
+    root, splits, transfer, _, _ = trained
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "ray" not in p.parts}
+    logs: list[str] = []
+    ray_teachers.train(SWEEP, root, splits, transfer, log=logs.append)
+    after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "ray" not in p.parts}
+    assert before == after
+    assert any("2 members finished before, not retrained" in line for line in logs)
+    assert any("not harvested again" in line for line in logs)
+
+
+def test_corrupt_cache_is_refused(trained):
+    root = trained[0]
+    pt = root / "cache" / "ecnn.pt"
+    original = pt.read_bytes()
+    try:
+        pt.write_bytes(original[:-10] + bytes(10))
+        with pytest.raises(UserError, match="corrupt") as e:
+            cache.load(root, SWEEP.data, TEACHER)
+        assert "\n" not in str(e.value)
+    finally:
+        pt.write_bytes(original)
+    assert cache.load(root, SWEEP.data, TEACHER)["test"].shape[0] == 2
+
+
+def test_mismatched_cache_is_refused(trained):
+    root = trained[0]
+    other = dataclasses.replace(SWEEP.data, views=4)  # another transfer recipe: the cache must not be trusted
+    with pytest.raises(UserError, match="another data set, transfer recipe"):
+        cache.load(root, other, TEACHER)
