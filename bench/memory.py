@@ -65,7 +65,7 @@ def main(results_dir: str) -> None:
 
     watcher = threading.Thread(target=poll)
     watcher.start()
-    ray_sweep.sweep_students(sweep, bench_root, splits, transfer, log=print)
+    ray_sweep.sweep_students(sweep, bench_root, splits, transfer, per_member, log=print)
     done.set()
     watcher.join()
     with __import__("torch").device("meta"):

@@ -1,4 +1,5 @@
-"""The `distill` command line: `python -m distill {teachers,sweep,run} SWEEP_FILE [options]`."""
+"""The `distill` command line: `python -m distill {teachers,sweep,run} SWEEP_FILE [options]`, and
+`python -m distill report RESULTS_DIR`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--local", action="store_true", help="run in this process, without Ray (for debugging)")
         s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
         s.add_argument("--data-root", help="data directory of the torchvision data sets (overrides the sweep's)")
+    r = sub.add_parser("report", help="capacity curves, tables and fits of a finished sweep",
+                       description="write report.md and PNG figures beside a sweep's results")
+    r.add_argument("results_dir", help="the directory a sweep wrote (it holds results.parquet)")
     return p
 
 
@@ -44,29 +48,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from distill import experiment, io, local
+    if args.command == "report":
+        from distill import report
+
+        return report.main(args.results_dir)
+    from distill import cache, experiment, io, local
     from distill.config import load_sweep, to_dict
 
     sweep = load_sweep(args.sweep, args.variant)
     if args.data_root:
         sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, root=args.data_root))
     root = Path(os.path.expanduser(args.storage or sweep.storage)) / sweep.name
+    # Prepared on the CPU for Ray: trials move it to their device. Bad data paths fail here, before Ray starts.
+    splits, transfer = experiment.prepare(sweep.data, args.device if args.local else "cpu")
+    experiment.check_fits(sweep, splits, args.device)
     io.write_json(root / "config.json", to_dict(sweep))  # the resolved config, beside every result
+    if args.command == "sweep":  # a missing or stale teacher cache fails here, before Ray starts
+        cache.load_all(root, sweep.data, sweep.teachers)
     if args.local:
-        splits, transfer = experiment.prepare(sweep.data, args.device)
         if args.command in ("teachers", "run"):
             local.train_teachers(sweep, root, splits, transfer, print)
         if args.command in ("sweep", "run"):
-            frame = local.sweep_students(sweep, root, splits, transfer, print)
+            logits = cache.load_all(root, sweep.data, sweep.teachers)
+            frame = local.sweep_students(sweep, root, splits, transfer, logits, print)
     else:
         from distill import ray_shared, ray_sweep, ray_teachers
 
-        splits, transfer = experiment.prepare(sweep.data)  # on the CPU: trials move it to their device
         ray_shared.init(args.address)
         if args.command in ("teachers", "run"):
             ray_teachers.train(sweep, root, splits, transfer)
         if args.command in ("sweep", "run"):
-            frame = ray_sweep.sweep_students(sweep, root, splits, transfer)
+            logits = cache.load_all(root, sweep.data, sweep.teachers)
+            frame = ray_sweep.sweep_students(sweep, root, splits, transfer, logits)
     if args.command in ("sweep", "run"):
         print(summary(frame))
     return 0

@@ -115,7 +115,7 @@ def harvest(root: Path, data_config: DataConfig, teacher: TeacherConfig, splits:
 def load(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> dict[str, torch.Tensor]:
     """The per-member logits {split: (M, N, C)}, verified against the manifest's hash and the current key."""
     pt, manifest_path = cache_paths(root, teacher.name)
-    fix = "run `distill teachers SWEEP_FILE` to harvest it again"
+    fix = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
     if not manifest_path.exists() or not pt.exists():
         raise UserError(f"no logit cache for teacher {teacher.name!r} under {Path(root) / 'cache'}: {fix}")
     manifest = io.read_json(manifest_path)
@@ -141,3 +141,8 @@ def teacher_logits(per_member: dict[str, dict[str, torch.Tensor]], members: dict
         return None
     base, idx = parse(name, members)
     return {split: ensemble(v, idx) for split, v in per_member[base].items()}
+
+
+def load_all(root: Path, data_config: DataConfig, teachers) -> dict[str, dict[str, torch.Tensor]]:
+    """Every teacher's verified per-member logits {teacher: {split: (M, N, C)}}."""
+    return {t.name: load(root, data_config, t) for t in teachers}

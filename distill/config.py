@@ -149,6 +149,15 @@ def validate(config: SweepConfig) -> None:
         if t not in TARGETS:
             raise UserError(f"unknown target {t!r}: use one of {', '.join(TARGETS)}")
     names = [t.name for t in config.teachers]
+    trains = [t.train for t in config.teachers] + [config.student.train, *config.target_train.values()]
+    for train in trains:
+        if train.optimizer not in ("sgd", "adam"):
+            raise UserError(f"unknown optimizer {train.optimizer!r}: use 'sgd' or 'adam'")
+        if train.schedule not in ("cosine", "constant"):
+            raise UserError(f"unknown schedule {train.schedule!r}: use 'cosine' or 'constant'")
+    if not config.cells():
+        raise UserError(f"sweep {config.name!r} has no students: hidden, bottleneck, targets and seeds "
+                        "must be non-empty")
     for cell in config.cells():
         models.check_sizes(cell.hidden, cell.bottleneck)
         if cell.target in ("mimic", "kd"):

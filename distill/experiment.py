@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import psutil
 import torch
 from torch import nn
 
@@ -96,7 +97,7 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     row = {**flatten(to_dict(cell)), "params": models.param_count(model), "transfer_size": len(x),
            "val_error": error(infer(model, splits.val_x), splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
-           "best_epoch": result.best_epoch, "train_seconds": result.seconds,
+           "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,
            "wall_seconds": time.perf_counter() - t0}
     if reference is not None:
         row["test_agreement"] = agreement(test, reference["test"])
@@ -113,3 +114,20 @@ def flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def check_fits(sweep, splits: data.Splits, device: str | torch.device) -> None:
+    """Refuse a sweep whose largest student cannot train on `device`: its weights, gradients and optimizer
+    state (fp32) must fit in 80% of the free memory. Skipped when trials get GPUs this machine lacks."""
+    device = torch.device(device)
+    if sweep.gpus_per_trial > 0 and device.type != "cuda":
+        return
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
+    for cell in sweep.cells():
+        with torch.device("meta"):  # counts parameters without allocating them
+            params = models.param_count(build_student(cell, splits))
+        need = params * 4 * (4 if cell.train.optimizer == "adam" else 3)
+        if need > 0.8 * free:
+            raise UserError(f"student H={cell.hidden} k={cell.bottleneck} has {params / 1e6:.0f}M parameters and "
+                            f"needs about {need / 2**30:.1f} GiB to train, but {device} has {free / 2**30:.1f} GiB "
+                            "free: add a bottleneck (e.g. bottleneck=250), lower hidden, or use a bigger device")

@@ -30,10 +30,10 @@ def train_teachers(sweep: SweepConfig, root: Path, splits, transfer, log: Callab
             f"harvested {manifest['shapes']['transfer'][1]} transfer inputs")
 
 
-def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, log: Callable[[str], None] = print):
+def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member: dict,
+                   log: Callable[[str], None] = print):
     """Every cell once, with its config's settings (no search), one after another."""
     members = {t.name: t.members for t in sweep.teachers}
-    per_member = {t.name: cache.load(root, sweep.data, t) for t in sweep.teachers}
     device = splits.train_x.device
     per_member = {t: {s: v.to(device) for s, v in per.items()} for t, per in per_member.items()}
     rows = []

@@ -60,9 +60,9 @@ def student_trial(config: dict, data, sweep: SweepConfig) -> None:
     tune.report({**row, "status": "ok"})
 
 
-def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, log: Callable[[str], None] = print):
+def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member: dict,
+                   log: Callable[[str], None] = print):
     """Run the sweep, write results.parquet / results.csv under `root`, return the DataFrame."""
-    per_member = {t.name: cache.load(root, sweep.data, t) for t in sweep.teachers}
     payload = ray_shared.pack(splits, transfer, per_member)  # with_parameters puts it in the store once
     trainable = tune.with_resources(tune.with_parameters(student_trial, data=payload, sweep=sweep),
                                     {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
@@ -95,11 +95,12 @@ def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, s
     path = f"{storage}/{name}"
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    config = tune.TuneConfig(num_samples=1, max_concurrent_trials=sweep.search.concurrency)
+    # reuse_actors: a finished trial's process takes the next trial (no new process importing torch).
+    config = tune.TuneConfig(num_samples=1, max_concurrent_trials=sweep.search.concurrency, reuse_actors=True)
     if searched:
         config = tune.TuneConfig(
             metric="val_error", mode="min", num_samples=sweep.search.samples,
-            max_concurrent_trials=sweep.search.concurrency, search_alg=OptunaSearch(seed=0),
+            max_concurrent_trials=sweep.search.concurrency, search_alg=OptunaSearch(seed=0), reuse_actors=True,
             scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=sweep.search.grace_epochs,
                                     max_t=sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(

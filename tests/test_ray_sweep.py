@@ -36,7 +36,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_local, 
     sweep = dataclasses.replace(LABELS_ONLY, targets=("labels", "labels-aug"), target_train={
         "labels-aug": TrainConfig(lr=1e7, momentum=0.0, batch_size=64, epochs=4)})
     splits, transfer = experiment.prepare(sweep.data)
-    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, log=print).set_index("target")
+    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print).set_index("target")
     assert frame.loc["labels-aug", "status"] == "failed"
     assert "lower the lr" in frame.loc["labels-aug", "reason"]
     assert frame.loc["labels", "status"] == "ok" and frame.loc["labels", "test_error"] < 0.5
@@ -46,7 +46,7 @@ def test_optuna_searches_the_learning_rate_within_a_cell(ray_local, tmp_path):
     sweep = dataclasses.replace(LABELS_ONLY, search=SearchConfig(samples=3, lr=(1e-3, 1e-1), grace_epochs=2,
                                                                  concurrency=2))
     splits, transfer = experiment.prepare(sweep.data)
-    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, log=print)
+    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print)
     assert len(frame) == 3
     assert frame["train.lr"].between(1e-3, 1e-1).all() and frame["train.lr"].nunique() == 3
     assert set(frame["status"]) <= {"ok", "stopped"} and "ok" in set(frame["status"])

@@ -1,0 +1,90 @@
+"""Injected faults: the sweep's driver is killed and resumed; a trial's process dies and is retried from its
+checkpoint. Nothing finished is re-run or lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from distill import experiment, ray_sweep, results
+from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
+from distill.train import TrainConfig
+
+SWEEP = """
+from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
+from distill.train import TrainConfig
+
+
+def get_config(variant):
+    return SweepConfig(name="faults", data=DataConfig(name="digits", val_size=200, views=0), hidden=(16, 24, 32),
+                       targets=("labels",), student_teachers=(), seeds=(0, 1), cpus_per_trial=1,
+                       search=SearchConfig(samples=1, concurrency=2),
+                       student=StudentConfig(hidden=16, train=TrainConfig(lr=0.05, batch_size=16, epochs={epochs})))
+"""
+
+
+def finished_trials(experiment_dir: Path) -> dict[str, int]:
+    """Trial directory name -> number of result lines, for trials that wrote their final row."""
+    done = {}
+    for result in experiment_dir.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("status") == "ok":
+            done[result.parent.name] = len(lines)
+    return done
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    sweep = tmp_path / "faults.py"
+    sweep.write_text(textwrap.dedent(SWEEP).replace("{epochs}", "8"))
+    command = [sys.executable, "-m", "distill", "sweep", str(sweep), "--storage", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    experiment_dir = tmp_path / "faults" / "ray" / "students"
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 300
+    while len(finished_trials(experiment_dir)) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    before = finished_trials(experiment_dir)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, as a preempted node would
+    driver.wait()
+    assert 2 <= len(before) < 6, "the driver must be killed mid-sweep"
+    assert not (tmp_path / "faults" / "results.parquet").exists()
+
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
+    frame = results.load(tmp_path / "faults")
+    assert len(frame) == 6 and set(frame["status"]) == {"ok"}
+    after = finished_trials(experiment_dir)
+    for trial, lines in before.items():  # finished before the kill: kept, not trained again
+        assert after[trial] == lines
+
+
+def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_path):
+    sweep = SweepConfig(name="retry", data=DataConfig(name="digits", val_size=200, views=0), hidden=(32,),
+                        targets=("labels",), student_teachers=(), search=SearchConfig(samples=1, concurrency=1),
+                        student=StudentConfig(hidden=32, train=TrainConfig(lr=0.05, batch_size=8, epochs=12)))
+    splits, transfer = experiment.prepare(sweep.data)
+    out: dict = {}
+    run = threading.Thread(target=lambda: out.update(frame=ray_sweep.sweep_students(
+        sweep, tmp_path, splits, transfer, {}, log=print)))
+    run.start()
+    killed = None
+    deadline = time.time() + 300
+    while killed is None and run.is_alive() and time.time() < deadline:
+        # Kill the trial's process once it has a checkpoint of epoch 2 or later.
+        if len(list((tmp_path / "ray" / "students").glob("*/checkpoint_*"))) and (procs := [
+                p for p in psutil.process_iter(["cmdline"]) if "ImplicitFunc" in " ".join(p.info["cmdline"] or [])]):
+            killed = procs[0].pid
+            procs[0].kill()
+        time.sleep(0.2)
+    run.join(timeout=600)
+    assert killed is not None, "no trial process was found to kill"
+    frame = out["frame"]
+    assert list(frame["status"]) == ["ok"]
+    assert frame["resumed_from"][0] >= 1 and frame["epochs"][0] == 12
