@@ -91,9 +91,11 @@ def summary(frame) -> str:
     if ok.empty:
         return "no trial finished"
     cols = [c for c in ("target", "teacher", "hidden", "bottleneck") if c in ok]
-    table = ok.assign(bottleneck=ok["bottleneck"].fillna(0).astype(int)).groupby(cols, dropna=False).agg(
-        params=("params", "first"), test_error=("test_error", "mean"), sd=("test_error", "std"),
-        agreement=("test_agreement", "mean"), n=("test_error", "size"))
+    stats = {"params": ("params", "first"), "test_error": ("test_error", "mean"), "sd": ("test_error", "std"),
+             "n": ("test_error", "size")}
+    if "test_agreement" in ok:  # absent when no trial had a teacher to compare with
+        stats["agreement"] = ("test_agreement", "mean")
+    table = ok.assign(bottleneck=ok["bottleneck"].fillna(0).astype(int)).groupby(cols, dropna=False).agg(**stats)
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 
 

@@ -64,7 +64,7 @@ class SearchConfig:
     momentum: tuple[float, float] | None = None
     weight_decay: tuple[float, float] | None = None  # log-uniform
     grace_epochs: int = 3  # ASHA: epochs before a trial may be stopped
-    concurrency: int = 2
+    concurrency: int | None = None  # trials at once; None: as many as the cluster's resources allow
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,9 @@ class SweepConfig:
     teacher_concurrency: int | None = None  # members training at once; None: as many as the cluster fits now
     checkpoint_every: int = 1  # epochs between student checkpoints (a retried trial resumes from the last)
     trial_retries: int = 2  # times a trial whose process died is retried from its checkpoint
-    storage: str = "~/distill_results"  # local path or s3:// / gs:// URI
+    # Where results, caches and checkpoints go. Multi-node: a path every node mounts (EFS/NFS); cloud URIs
+    # (s3://, gs://) are not supported yet, since caches and members are written with local file calls.
+    storage: str = "~/distill_results"
 
     def cells(self) -> list[StudentConfig]:
         """Every student of the grid: width x bottleneck x target x teacher x seed (labels ignore teacher)."""

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
 
 def write_bytes(path: str | Path, payload: bytes) -> None:
     path = Path(path)
@@ -22,6 +25,7 @@ def write_bytes(path: str | Path, payload: bytes) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

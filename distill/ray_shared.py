@@ -63,6 +63,6 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=RUNTIME_ENV)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), runtime_env=RUNTIME_ENV)

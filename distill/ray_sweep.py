@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -35,6 +36,7 @@ def student_trial(config: dict, data, sweep: SweepConfig) -> None:
     searched = {k: config[k] for k in SEARCHED if k in config}
     cell = dataclasses.replace(cell, train=dataclasses.replace(cell.train, **searched))
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
+    private = psutil.Process().memory_full_info().uss  # before the data: the process's own runtime
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     splits, transfer, per_member = ray_shared.get(data, device)
     members = {t.name: t.members for t in sweep.teachers}
@@ -57,6 +59,9 @@ def student_trial(config: dict, data, sweep: SweepConfig) -> None:
     except Diverged as e:  # a finished, failed trial with its reason: Optuna gets a finite worst score
         tune.report({"val_error": 1.0, "status": "failed", "reason": str(e)})
         return
+    # What this trial added to its process (model, optimizer, batches, allocator caches, and any copy of
+    # the shared data, which should be none): the figure the memory benchmark sums over concurrent trials.
+    row["trial_private_mib"] = (psutil.Process().memory_full_info().uss - private) / 2**20
     tune.report({**row, "status": "ok"})
 
 

@@ -119,7 +119,8 @@ def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
     for teacher, _ in pending:
         need = {"CPU": teacher.workers * teacher.cpus_per_worker, "GPU": teacher.workers * teacher.gpus_per_worker}
         fits.append(min(int(total.get(k, 0) // v) for k, v in need.items() if v > 0))
-    return max(1, min(fits))
+    # None of the needed resources yet (an autoscaling cluster at zero workers): let every member ask.
+    return max(1, min(fits)) if max(fits) > 0 else len(pending)
 
 
 @ray.remote

@@ -11,7 +11,7 @@ from distill.train import TrainConfig
 # A small CNN (16c3-p-32c3-p-128fc), SGD: 2 epochs over the 11x transfer set = 22 passes over the digits.
 TEACHER = TeacherConfig(
     name="ecnn", arch="cnn", arch_args={"channels": (16, 32), "hidden": (128,), "kernel": 3}, members=9,
-    train=TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=1),
+    train=TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=2),
     cpus_per_worker=1)
 # Adam wants a different rate for L2 on logits than for cross-entropy (../shared/README.md).
 L2 = TrainConfig(optimizer="adam", lr=1e-3, momentum=0.9, batch_size=128, epochs=12, patience=4)

@@ -153,7 +153,7 @@ def stop_head(root: Path) -> None:
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
+        _, alive = psutil.wait_procs(procs, timeout=5)
         for p in alive:
             try:
                 p.kill()
@@ -186,7 +186,8 @@ def head():
     gcs, dash, agent, agent_grpc, client, metrics, runtime_env, node_manager, object_manager = free_ports(9)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file),
            "RAY_TMPDIR": str(root), MARKER: str(root)}
-    env.pop("RAY_ADDRESS", None)
+    for inherited in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):  # RAY_AUTH_TOKEN would win over RAY_AUTH_TOKEN_PATH
+        env.pop(inherited, None)
     ray_cli = str(Path(sys.executable).with_name("ray"))
     cmd = [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -231,7 +232,6 @@ def test_job_submission_runs_the_smoke_sweep(head):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from distill import results
-    from distill.ray_shared import RUNTIME_ENV
 
     storage = head.root / "storage"
     client = JobSubmissionClient(head.url, headers=head.auth)
@@ -239,8 +239,7 @@ def test_job_submission_runs_the_smoke_sweep(head):
     # cluster.yaml that is the venv's; here it may not be).
     job = client.submit_job(
         entrypoint=f"{sys.executable} -m distill run sweeps/demo.py --variant smoke --storage {storage}",
-        runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "*.egg-info", "__pycache__"],
-                     "env_vars": RUNTIME_ENV["env_vars"]},
+        runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", "*.egg-info", "__pycache__"]},
         metadata={"sweep": "demo-smoke"})
     started = time.monotonic()
     status = client.get_job_status(job)

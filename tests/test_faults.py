@@ -3,15 +3,15 @@ checkpoint. Nothing finished is re-run or lost."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from pathlib import Path
 
-import psutil
+from conftest import session_processes
 
 from distill import experiment, ray_sweep, results
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
@@ -30,13 +30,16 @@ def get_config(variant):
 """
 
 
-def finished_trials(experiment_dir: Path) -> dict[str, int]:
-    """Trial directory name -> number of result lines, for trials that wrote their final row."""
+def finished_trials(experiment_dir: Path) -> dict[str, tuple]:
+    """Trial directory name -> (epochs, train seconds, test error) of trials that wrote their final row.
+
+    A trial that finished just before the kill may be restored from its last checkpoint and report its
+    final row again; it must not train again: its epochs and training time stay exactly the same."""
     done = {}
     for result in experiment_dir.glob("*/result.json"):
         lines = result.read_text().splitlines()
-        if lines and json.loads(lines[-1]).get("status") == "ok":
-            done[result.parent.name] = len(lines)
+        if lines and (last := json.loads(lines[-1])).get("status") == "ok":
+            done[result.parent.name] = (last["epochs"], last["train_seconds"], last["test_error"])
     return done
 
 
@@ -44,16 +47,18 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     sweep = tmp_path / "faults.py"
     sweep.write_text(textwrap.dedent(SWEEP).replace("{epochs}", "8"))
     command = [sys.executable, "-m", "distill", "sweep", str(sweep), "--storage", str(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # the driver's own Ray instance, to find its processes
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_dir}
     experiment_dir = tmp_path / "faults" / "ray" / "students"
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while len(finished_trials(experiment_dir)) < 2 and time.time() < deadline and driver.poll() is None:
         time.sleep(0.5)
     before = finished_trials(experiment_dir)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, as a preempted node would
+    driver.kill()  # the driver, and then the Ray instance it started: as a preempted head node would
     driver.wait()
+    for p in session_processes(ray_dir):
+        p.kill()
     assert 2 <= len(before) < 6, "the driver must be killed mid-sweep"
     assert not (tmp_path / "faults" / "results.parquet").exists()
 
@@ -61,8 +66,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     frame = results.load(tmp_path / "faults")
     assert len(frame) == 6 and set(frame["status"]) == {"ok"}
     after = finished_trials(experiment_dir)
-    for trial, lines in before.items():  # finished before the kill: kept, not trained again
-        assert after[trial] == lines
+    for trial, final in before.items():  # finished before the kill: kept, not trained again
+        assert after[trial] == final
 
 
 def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_path):
@@ -78,8 +83,8 @@ def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_
     deadline = time.time() + 300
     while killed is None and run.is_alive() and time.time() < deadline:
         # Kill the trial's process once it has a checkpoint of epoch 2 or later.
-        if len(list((tmp_path / "ray" / "students").glob("*/checkpoint_*"))) and (procs := [
-                p for p in psutil.process_iter(["cmdline"]) if "ImplicitFunc" in " ".join(p.info["cmdline"] or [])]):
+        if len(list((tmp_path / "ray" / "students").glob("*/checkpoint_*"))) and (
+                procs := session_processes(ray_local, "ImplicitFunc")):
             killed = procs[0].pid
             procs[0].kill()
         time.sleep(0.2)

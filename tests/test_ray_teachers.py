@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from conftest import session_processes
 
 from distill import cache, experiment, ray_teachers
 from distill.config import DataConfig, SweepConfig, TeacherConfig
@@ -28,10 +28,6 @@ def registered_checkpoint(run: Path) -> bool:
     return snapshot.exists() and json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
 
 
-def train_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-
-
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
     """Train the 2-member ensemble through Ray Train, killing the members' workers once mid-training."""
@@ -45,7 +41,7 @@ def trained(ray_local, tmp_path_factory):
     while not killed and run.is_alive() and time.time() < deadline:
         # Kill once both members have a checkpoint: from then on a restart must resume, not start over.
         if all(registered_checkpoint(root / "ray" / f"ecnn-member-{i}") for i in range(2)):
-            for worker in train_workers():
+            for worker in session_processes(ray_local, "RayTrainWorker"):
                 killed.append(worker.pid)
                 worker.kill()
         time.sleep(0.2)
