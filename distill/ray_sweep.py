@@ -75,17 +75,41 @@ def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member:
               "seed": c.train.seed} for c in sweep.cells()]
     storage = str(root / "ray")
     if sweep.search.samples == 1:
-        grids = [tuner(trainable, "students", storage, {"cell": tune.grid_search(cells)}, sweep, False).fit()]
+        progress = Progress(len(cells), log)
+        grids = [tuner(trainable, "students", storage, {"cell": tune.grid_search(cells)}, sweep, False,
+                       progress).fit()]
     else:
         grids = []
         for i, cell in enumerate(cells):
+            progress = Progress(sweep.search.samples, lambda line, i=i: log(f"cell {i + 1}/{len(cells)}: {line}"))
             grids.append(tuner(trainable, f"students-cell-{i}", storage, {"cell": cell, **search_space(sweep)},
-                               sweep, True).fit())
+                               sweep, True, progress).fit())
             log(f"cell {i + 1}/{len(cells)} done: {cell}")
     rows = [row(r) for grid in grids for r in grid]
     frame = results.write(root, rows)
     log(f"{len(frame)} trials, {int((frame['status'] != 'ok').sum())} failed; results in {root / 'results.parquet'}")
     return frame
+
+
+class Progress(tune.Callback):
+    """One console line per finished trial: trials done of total, and the best val error so far."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.log, self.done, self.best = total, log, 0, None
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finish(trial, trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.finish(trial, {"status": "failed"})
+
+    def finish(self, trial, result: dict) -> None:
+        self.done += 1
+        if result.get("status") == "ok" and (self.best is None or result["val_error"] < self.best[0]):
+            cell = trial.config["cell"]
+            self.best = (result["val_error"], f"{cell['target']} H={cell['hidden']} k={cell['bottleneck']}")
+        best = f"; best val error so far {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        self.log(f"students: {self.done}/{self.total} trials finished{best}")
 
 
 def search_space(sweep: SweepConfig) -> dict:
@@ -95,7 +119,8 @@ def search_space(sweep: SweepConfig) -> dict:
     return {k: v for k, v in space.items() if v is not None}
 
 
-def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, searched: bool) -> tune.Tuner:
+def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, searched: bool,
+          progress: Progress) -> tune.Tuner:
     """A new Tuner, or the interrupted one of the same name resumed (finished trials are kept, not re-run)."""
     path = f"{storage}/{name}"
     if tune.Tuner.can_restore(path):
@@ -109,7 +134,7 @@ def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, s
             scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=sweep.search.grace_epochs,
                                     max_t=sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
-        name=name, storage_path=storage, verbose=1,
+        name=name, storage_path=storage, verbose=1, callbacks=[progress],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
