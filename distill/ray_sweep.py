@@ -75,13 +75,13 @@ def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member:
               "seed": c.train.seed} for c in sweep.cells()]
     storage = str(root / "ray")
     if sweep.search.samples == 1:
-        progress = Progress(len(cells), log)
+        progress = Progress(len(cells))
         grids = [tuner(trainable, "students", storage, {"cell": tune.grid_search(cells)}, sweep, False,
                        progress).fit()]
     else:
         grids = []
         for i, cell in enumerate(cells):
-            progress = Progress(sweep.search.samples, lambda line, i=i: log(f"cell {i + 1}/{len(cells)}: {line}"))
+            progress = Progress(sweep.search.samples, prefix=f"cell {i + 1}/{len(cells)}: ")
             grids.append(tuner(trainable, f"students-cell-{i}", storage, {"cell": cell, **search_space(sweep)},
                                sweep, True, progress).fit())
             log(f"cell {i + 1}/{len(cells)} done: {cell}")
@@ -91,11 +91,17 @@ def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member:
     return frame
 
 
-class Progress(tune.Callback):
-    """One console line per finished trial: trials done of total, and the best val error so far."""
+def console(line: str) -> None:
+    print(line, flush=True)
 
-    def __init__(self, total: int, log: Callable[[str], None]):
-        self.total, self.log, self.done, self.best = total, log, 0, None
+
+class Progress(tune.Callback):
+    """One console line per finished trial: trials done of total, and the best val error so far.
+
+    Tune pickles its callbacks with the run (to resume it), so this holds a prefix, not a log function."""
+
+    def __init__(self, total: int, prefix: str = ""):
+        self.total, self.prefix, self.done, self.best = total, prefix, 0, None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.finish(trial, trial.last_result or {})
@@ -109,7 +115,7 @@ class Progress(tune.Callback):
             cell = trial.config["cell"]
             self.best = (result["val_error"], f"{cell['target']} H={cell['hidden']} k={cell['bottleneck']}")
         best = f"; best val error so far {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
-        self.log(f"students: {self.done}/{self.total} trials finished{best}")
+        console(f"{self.prefix}students: {self.done}/{self.total} trials finished{best}")
 
 
 def search_space(sweep: SweepConfig) -> dict:
