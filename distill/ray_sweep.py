@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from distill import cache, experiment, ray_shared, results
 from distill.config import SweepConfig
+from distill.errors import UserError
 from distill.train import Diverged
 
 CELL_KEYS = ("hidden", "bottleneck", "target", "teacher", "seed")
@@ -129,8 +130,16 @@ def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, s
           progress: Progress) -> tune.Tuner:
     """A new Tuner, or the interrupted one of the same name resumed (finished trials are kept, not re-run)."""
     path = f"{storage}/{name}"
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    # A run killed before Tune wrote any trial state has nothing to resume (and may hold a half-written
+    # tuner.pkl): it starts afresh.
+    started = any(Path(path).glob("experiment_state-*.json")) if "://" not in path else True
+    if started and tune.Tuner.can_restore(path):
+        try:
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        except Exception as e:  # e.g. a run that died while Tune was still writing its first state
+            reason = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(f"cannot resume the interrupted sweep in {path} ({type(e).__name__}: {reason}): "
+                            "delete that directory to run the sweep afresh") from None
     # reuse_actors: a finished trial's process takes the next trial (no new process importing torch).
     config = tune.TuneConfig(num_samples=1, max_concurrent_trials=sweep.search.concurrency, reuse_actors=True)
     if searched:
