@@ -12,7 +12,6 @@ read them as zero-copy views (`distill.ray_shared`). Each trial is `distill.expe
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from distill import cache, experiment, ray_shared, results
+from distill import cache, experiment, io, ray_shared, results
 from distill.config import SweepConfig
 from distill.errors import UserError
 from distill.train import Diverged
@@ -32,7 +31,12 @@ SEARCHED = ("lr", "momentum", "weight_decay")
 
 
 def student_trial(config: dict, data, sweep: SweepConfig) -> None:
-    """One student: train, report every epoch (with a checkpoint to resume from), then the result row."""
+    """One student: train, report every epoch, then the result row.
+
+    The trial keeps its own checkpoint, `state.pt` in its trial directory, written atomically: a retried
+    trial and a trial of a resumed sweep start from it. (Tune's checkpoints are pruned as new ones arrive,
+    and a driver killed between a prune and its next state snapshot leaves a snapshot that names a deleted
+    checkpoint, which Tune then refuses to restore.)"""
     cell = sweep.cell(*(config["cell"][k] for k in CELL_KEYS))
     searched = {k: config[k] for k in SEARCHED if k in config}
     cell = dataclasses.replace(cell, train=dataclasses.replace(cell.train, **searched))
@@ -41,18 +45,13 @@ def student_trial(config: dict, data, sweep: SweepConfig) -> None:
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     splits, transfer, per_member = ray_shared.get(data, device)
     members = {t.name: t.members for t in sweep.teachers}
-    resume = None
-    if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
+    saved = Path(tune.get_context().get_trial_dir()) / "state.pt"
+    resume = torch.load(saved, map_location=device, weights_only=False) if saved.exists() else None
 
     def report(row: dict, state: Callable[[], dict]) -> None:
-        if row["epoch"] % sweep.checkpoint_every:
-            tune.report(row)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state(), Path(d) / "state.pt")
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+        if row["epoch"] % sweep.checkpoint_every == 0:
+            io.write_bytes(saved, io.torch_bytes(state()))
+        tune.report(row)
 
     try:
         row = experiment.run_student(cell, splits, transfer, cache.teacher_logits(per_member, members, cell.teacher),
@@ -151,7 +150,7 @@ def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, s
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
         name=name, storage_path=storage, verbose=1, callbacks=[progress],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        ))
 
 
 TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",

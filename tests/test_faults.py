@@ -1,7 +1,6 @@
 """Injected faults: the sweep's driver is killed and resumed; a trial's process dies and is retried from its
 checkpoint. Nothing finished is re-run or lost."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,12 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import torch
 from conftest import session_processes
 
 from distill import experiment, ray_sweep, results
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
 from distill.train import TrainConfig
 
+EPOCHS = 150  # about 10 s a trial: a wide window to kill the driver between the first and the last
 SWEEP = """
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
 from distill.train import TrainConfig
@@ -30,50 +31,52 @@ def get_config(variant):
 """
 
 
-def finished_trials(experiment_dir: Path) -> dict[str, tuple]:
-    """Trial directory name -> (epochs, train seconds, test error) of trials that wrote their final row.
-
-    A trial that finished just before the kill may be restored from its last checkpoint and report its
-    final row again; it must not train again: its epochs and training time stay exactly the same."""
+def finished_trials(experiment_dir: Path, epochs: int) -> dict[str, float]:
+    """Trial directory name -> training seconds, for trials whose own checkpoint (state.pt, written by the
+    trial every epoch) holds the last epoch. A trial finished just before the kill may be started again by
+    the resumed sweep: it must not train again, so its training time stays exactly the same."""
     done = {}
-    for result in experiment_dir.glob("*/result.json"):
-        lines = result.read_text().splitlines()
-        if lines and (last := json.loads(lines[-1])).get("status") == "ok":
-            done[result.parent.name] = (last["epochs"], last["train_seconds"], last["test_error"])
+    for saved in experiment_dir.glob("*/state.pt"):
+        try:
+            state = torch.load(saved, weights_only=False)
+        except Exception:  # noqa: BLE001  being replaced right now: it is read again on the next poll
+            continue
+        if state["epoch"] == epochs:
+            done[saved.parent.name] = state["seconds"]
     return done
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     sweep = tmp_path / "faults.py"
-    sweep.write_text(textwrap.dedent(SWEEP).replace("{epochs}", "8"))
+    sweep.write_text(textwrap.dedent(SWEEP).replace("{epochs}", str(EPOCHS)))
     command = [sys.executable, "-m", "distill", "sweep", str(sweep), "--storage", str(tmp_path)]
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # the driver's own Ray instance, to find its processes
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_dir}
     experiment_dir = tmp_path / "faults" / "ray" / "students"
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(finished_trials(experiment_dir)) < 2 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
-    before = finished_trials(experiment_dir)
+    while len(finished_trials(experiment_dir, EPOCHS)) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
     driver.kill()  # the driver, and then the Ray instance it started: as a preempted head node would
     driver.wait()
     for p in session_processes(ray_dir):
         p.kill()
+    before = finished_trials(experiment_dir, EPOCHS)
     assert 2 <= len(before) < 6, "the driver must be killed mid-sweep"
     assert not (tmp_path / "faults" / "results.parquet").exists()
 
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
     frame = results.load(tmp_path / "faults")
     assert len(frame) == 6 and set(frame["status"]) == {"ok"}
-    after = finished_trials(experiment_dir)
-    for trial, final in before.items():  # finished before the kill: kept, not trained again
-        assert after[trial] == final
+    seconds = {Path(d).name: t for d, t in zip(frame["trial_dir"], frame["train_seconds"], strict=True)}
+    for trial, trained in before.items():  # finished before the kill: kept, not trained again
+        assert seconds[trial] == trained
 
 
 def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_path):
     sweep = SweepConfig(name="retry", data=DataConfig(name="digits", val_size=200, views=0), hidden=(32,),
                         targets=("labels",), student_teachers=(), search=SearchConfig(samples=1, concurrency=1),
-                        student=StudentConfig(hidden=32, train=TrainConfig(lr=0.05, batch_size=8, epochs=12)))
+                        student=StudentConfig(hidden=32, train=TrainConfig(lr=0.05, batch_size=8, epochs=40)))
     splits, transfer = experiment.prepare(sweep.data)
     out: dict = {}
     run = threading.Thread(target=lambda: out.update(frame=ray_sweep.sweep_students(
@@ -83,7 +86,7 @@ def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_
     deadline = time.time() + 300
     while killed is None and run.is_alive() and time.time() < deadline:
         # Kill the trial's process once it has a checkpoint of epoch 2 or later.
-        if len(list((tmp_path / "ray" / "students").glob("*/checkpoint_*"))) and (
+        if list((tmp_path / "ray" / "students").glob("*/state.pt")) and (
                 procs := session_processes(ray_local, "ImplicitFunc")):
             killed = procs[0].pid
             procs[0].kill()
@@ -92,4 +95,4 @@ def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_
     assert killed is not None, "no trial process was found to kill"
     frame = out["frame"]
     assert list(frame["status"]) == ["ok"]
-    assert frame["resumed_from"][0] >= 1 and frame["epochs"][0] == 12
+    assert frame["resumed_from"][0] >= 1 and frame["epochs"][0] == 40
