@@ -91,3 +91,15 @@ def test_mismatched_cache_is_refused(trained):
     other = dataclasses.replace(SWEEP.data, views=4)  # another transfer recipe: the cache must not be trusted
     with pytest.raises(UserError, match="another data set, transfer recipe"):
         cache.load(root, other, TEACHER)
+
+
+def test_member_trains_data_parallel_on_two_workers(ray_local, tmp_path):
+    # Each of the 2 workers takes every other input (equal shards); DDP averages their gradients.
+    teacher = dataclasses.replace(TEACHER, members=1, workers=2, train=dataclasses.replace(TEACHER.train, epochs=3))
+    sweep = dataclasses.replace(SWEEP, teachers=(teacher,))
+    splits, transfer = experiment.prepare(sweep.data)
+    ray_teachers.train(sweep, tmp_path, splits, transfer, log=print)
+    result = cache.member_result(tmp_path, "ecnn", 0)
+    assert result["epochs"] == 3 and result["test_error"] < 0.2
+    # The saved weights are the plain model's (no DDP "module." prefix): the harvest could load them.
+    assert cache.load(tmp_path, sweep.data, teacher)["test"].shape == (1, len(splits.test_y), 10)
