@@ -23,15 +23,24 @@ def ray_local():
 
 
 def session_processes(temp_dir: str, kind: str = "") -> list[psutil.Process]:
-    """The processes of the Ray instance under `temp_dir` (their stdout goes to its logs), optionally only
-    those whose title contains `kind` (e.g. "RayTrainWorker"): other Ray instances on the machine are
-    left alone."""
-    found = []
+    """The processes of the Ray instance under `temp_dir` (their stdout goes to its logs, or they descend
+    from its raylet), optionally only those whose title contains `kind` (e.g. "RayTrainWorker"): other Ray
+    instances on the machine are left alone."""
+    found: dict[int, psutil.Process] = {}
     for p in psutil.process_iter(["cmdline"]):
         try:
             stdout = os.readlink(f"/proc/{p.pid}/fd/1")
         except OSError:
             continue
-        if stdout.startswith(temp_dir) and kind in " ".join(p.info["cmdline"] or []):
-            found.append(p)
-    return found
+        if stdout.startswith(temp_dir):
+            found[p.pid] = p
+            if "raylet" in " ".join(p.info["cmdline"] or []):
+                found.update((c.pid, c) for c in p.children(recursive=True))
+    matching = []
+    for p in found.values():
+        try:
+            if kind in " ".join(p.cmdline()):
+                matching.append(p)
+        except psutil.Error:  # ended meanwhile
+            continue
+    return matching
