@@ -63,25 +63,23 @@ def dispatch(args: argparse.Namespace) -> int:
     splits, transfer = experiment.prepare(sweep.data, args.device if args.local else "cpu")
     experiment.check_fits(sweep, splits, args.device)
     io.write_json(root / "config.json", to_dict(sweep))  # the resolved config, beside every result
-    if args.command == "sweep":  # a missing or stale teacher cache fails here, before Ray starts
-        cache.load_all(root, sweep.data, sweep.teachers)
+    # For `sweep`, a missing or stale teacher cache fails here, before Ray starts; `run` loads it after training.
+    logits = cache.load_all(root, sweep.data, sweep.teachers) if args.command == "sweep" else None
     if args.local:
+        students = local.sweep_students
         if args.command in ("teachers", "run"):
             local.train_teachers(sweep, root, splits, transfer, print)
-        if args.command in ("sweep", "run"):
-            logits = cache.load_all(root, sweep.data, sweep.teachers)
-            frame = local.sweep_students(sweep, root, splits, transfer, logits, print)
     else:
         from distill import ray_shared, ray_sweep, ray_teachers
 
+        students = ray_sweep.sweep_students
         ray_shared.init(args.address)
         if args.command in ("teachers", "run"):
             ray_teachers.train(sweep, root, splits, transfer)
-        if args.command in ("sweep", "run"):
-            logits = cache.load_all(root, sweep.data, sweep.teachers)
-            frame = ray_sweep.sweep_students(sweep, root, splits, transfer, logits)
     if args.command in ("sweep", "run"):
-        print(summary(frame))
+        if logits is None:
+            logits = cache.load_all(root, sweep.data, sweep.teachers)
+        print(summary(students(sweep, root, splits, transfer, logits, print)))
     return 0
 
 
