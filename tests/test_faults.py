@@ -1,7 +1,9 @@
 """Injected faults: the sweep's driver is killed and resumed; a trial's process dies and is retried from its
 checkpoint. Nothing finished is re-run or lost."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,15 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         assert seconds[trial] == trained
 
 
+def last_pid(result_file: Path) -> int | None:
+    """The pid in a trial's latest result line (None before its first result has been written whole)."""
+    try:
+        lines = result_file.read_text().splitlines()
+        return json.loads(lines[-1])["pid"] if lines else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_path):
     sweep = SweepConfig(name="retry", data=DataConfig(name="digits", val_size=200, views=0), hidden=(32,),
                         targets=("labels",), student_teachers=(), search=SearchConfig(samples=1, concurrency=1),
@@ -85,12 +96,12 @@ def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_
     killed: list[int] = []
     deadline = time.time() + 300
     while not killed and run.is_alive() and time.time() < deadline:
-        # Kill the trial's process once it has its own checkpoint. This is the only trial running; trial
-        # processes that earlier tests left idle in this Ray instance may match too, and are killed alike.
-        if list((tmp_path / "ray" / "students").glob("*/state.pt")):
-            for proc in session_processes(ray_local, "ImplicitFunc"):
-                killed.append(proc.pid)
-                proc.kill()
+        # Kill the trial's own process (Tune records its pid in every result) once it has a checkpoint.
+        for trial in (tmp_path / "ray" / "students").glob("*/"):
+            pid = last_pid(trial / "result.json")
+            if pid is not None and (trial / "state.pt").exists():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
         time.sleep(0.2)
     run.join(timeout=600)
     assert killed, "no trial process was found to kill"
