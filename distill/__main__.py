@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
-from pathlib import Path
 
 from distill.errors import UserError
 
@@ -21,14 +19,15 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("sweep", help="a sweep file, e.g. sweeps/demo.py")
         s.add_argument("--variant", default="default", help="the sweep file's variant (default, smoke, ...)")
-        s.add_argument("--storage", help="where results, caches and checkpoints go (overrides the sweep's)")
+        s.add_argument("--storage", help="where results, caches and checkpoints go: a directory or a URI "
+                       "such as s3://bucket/dir (overrides the sweep's)")
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
         s.add_argument("--local", action="store_true", help="run in this process, without Ray (for debugging)")
         s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
         s.add_argument("--data-root", help="data directory of the torchvision data sets (overrides the sweep's)")
     r = sub.add_parser("report", help="capacity curves, tables and fits of a finished sweep",
                        description="write report.md and PNG figures beside a sweep's results")
-    r.add_argument("results_dir", help="the directory a sweep wrote (it holds results.parquet)")
+    r.add_argument("results_dir", help="the directory (or s3://... URI) a sweep wrote (it holds results.parquet)")
     return p
 
 
@@ -58,7 +57,7 @@ def dispatch(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, args.variant)
     if args.data_root:
         sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, root=args.data_root))
-    root = Path(os.path.expanduser(args.storage or sweep.storage)) / sweep.name
+    root = io.location(args.storage or sweep.storage) / sweep.name  # a local path or a URI (s3://, gs://)
     # Prepared on the CPU for Ray: trials move it to their device. Bad data paths fail here, before Ray starts.
     splits, transfer = experiment.prepare(sweep.data, args.device if args.local else "cpu")
     experiment.check_fits(sweep, splits, args.device)

@@ -12,7 +12,7 @@ recipe or a retrained member is a miss, never a stale hit. Loading verifies the 
 
 from __future__ import annotations
 
-from pathlib import Path
+from io import BytesIO
 
 import torch
 from torch import nn
@@ -20,15 +20,16 @@ from torch import nn
 from distill import data, experiment, io
 from distill.config import DataConfig, TeacherConfig, digest, to_dict
 from distill.errors import UserError
+from distill.io import Location, Where
 from distill.teachers import ensemble, parse
 from distill.train import Fit, error, infer
 
 
-def member_dir(root: Path, teacher: str, index: int) -> Path:
-    return Path(root) / "teachers" / teacher / f"member-{index}"
+def member_dir(root: Where, teacher: str, index: int) -> Location:
+    return io.location(root) / "teachers" / teacher / f"member-{index}"
 
 
-def member_result(root: Path, teacher: str, index: int) -> dict | None:
+def member_result(root: Where, teacher: str, index: int) -> dict | None:
     """The finished member's result, or None if it has not finished. A damaged member is refused."""
     d = member_dir(root, teacher, index)
     if not (d / "result.json").exists():
@@ -41,7 +42,7 @@ def member_result(root: Path, teacher: str, index: int) -> dict | None:
     return result
 
 
-def save_member(root: Path, teacher: TeacherConfig, index: int, model: nn.Module, splits: data.Splits,
+def save_member(root: Where, teacher: TeacherConfig, index: int, model: nn.Module, splits: data.Splits,
                 fitted: Fit) -> dict:
     d = member_dir(root, teacher.name, index)
     payload = io.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
@@ -55,9 +56,9 @@ def save_member(root: Path, teacher: TeacherConfig, index: int, model: nn.Module
     return result
 
 
-def load_member(root: Path, teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
+def load_member(root: Where, teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
     model = experiment.build_member(teacher, index, splits)
-    state = torch.load(member_dir(root, teacher.name, index) / "model.pt", map_location="cpu")
+    state = io.torch_load(member_dir(root, teacher.name, index) / "model.pt")
     model.load_state_dict(state)
     return model.to(splits.train_x.device)
 
@@ -67,11 +68,12 @@ def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str
     return digest({"data": to_dict(data_config), "teacher": teacher.name, "members": shas})
 
 
-def cache_paths(root: Path, teacher: str) -> tuple[Path, Path]:
-    return Path(root) / "cache" / f"{teacher}.pt", Path(root) / "cache" / f"{teacher}.json"
+def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
+    d = io.location(root) / "cache"
+    return d / f"{teacher}.pt", d / f"{teacher}.json"
 
 
-def expected_key(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> str:
+def expected_key(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> str:
     results = [member_result(root, teacher.name, i) for i in range(teacher.members)]
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
@@ -80,7 +82,7 @@ def expected_key(root: Path, data_config: DataConfig, teacher: TeacherConfig) ->
     return key(data_config, teacher, [r["sha256"] for r in results])
 
 
-def cached(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> bool:
+def cached(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> bool:
     """Whether a cache file with the current key exists (not yet verified: `load` does that)."""
     manifest = cache_paths(root, teacher.name)[1]
     if not manifest.exists():
@@ -88,7 +90,7 @@ def cached(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> bool:
     return io.read_json(manifest)["key"] == expected_key(root, data_config, teacher)
 
 
-def harvest(root: Path, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
+def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
             transfer: data.TransferSet, batch_size: int = 1024) -> dict:
     """Compute every member's logits on transfer/val/test once, and write the cache; returns the manifest."""
     k = expected_key(root, data_config, teacher)
@@ -112,12 +114,12 @@ def harvest(root: Path, data_config: DataConfig, teacher: TeacherConfig, splits:
     return manifest
 
 
-def load(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> dict[str, torch.Tensor]:
+def load(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> dict[str, torch.Tensor]:
     """The per-member logits {split: (M, N, C)}, verified against the manifest's hash and the current key."""
     pt, manifest_path = cache_paths(root, teacher.name)
     fix = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
     if not manifest_path.exists() or not pt.exists():
-        raise UserError(f"no logit cache for teacher {teacher.name!r} under {Path(root) / 'cache'}: {fix}")
+        raise UserError(f"no logit cache for teacher {teacher.name!r} under {io.location(root) / 'cache'}: {fix}")
     manifest = io.read_json(manifest_path)
     want = expected_key(root, data_config, teacher)
     if manifest.get("key") != want:
@@ -127,7 +129,7 @@ def load(root: Path, data_config: DataConfig, teacher: TeacherConfig) -> dict[st
     if io.sha256(payload) != manifest.get("sha256"):
         raise UserError(f"logit cache {pt} is corrupt (its sha256 does not match {manifest_path.name}): "
                         f"delete it and {fix}")
-    content = torch.load(pt, map_location="cpu")
+    content = torch.load(BytesIO(payload), map_location="cpu")
     if content.get("key") != want:
         raise UserError(f"logit cache {pt} does not hold the key its manifest names: delete it and {fix}")
     return content["logits"]
@@ -143,6 +145,6 @@ def teacher_logits(per_member: dict[str, dict[str, torch.Tensor]], members: dict
     return {split: ensemble(v, idx) for split, v in per_member[base].items()}
 
 
-def load_all(root: Path, data_config: DataConfig, teachers) -> dict[str, dict[str, torch.Tensor]]:
+def load_all(root: Where, data_config: DataConfig, teachers) -> dict[str, dict[str, torch.Tensor]]:
     """Every teacher's verified per-member logits {teacher: {split: (M, N, C)}}."""
     return {t.name: load(root, data_config, t) for t in teachers}

@@ -1,49 +1,172 @@
-"""Atomic writes (temp file + rename) and content hashes: an interrupted run never leaves a file a later
-run would trust."""
+"""Files on local disk or in object storage, written atomically, and content hashes: an interrupted run never
+leaves a file a later run would trust.
+
+A storage root is a local path or a URI that pyarrow.fs opens: `s3://bucket/dir`, `gs://bucket/dir`, with
+options as a query (`s3://bucket/dir?endpoint_override=http://host:9000`). Ray reads the same string as its
+storage_path, so Tune's files and ours land side by side, and every node of a cluster sees them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import functools
 import hashlib
 import io
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 
 UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
-def write_bytes(path: str | Path, payload: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+class Location:
+    """One file or folder: a local path, or a path on a pyarrow filesystem. Only the pathlib calls we use."""
+
+    def __init__(self, fs: pafs.FileSystem | None, path: str, query: str = "", scheme: str = ""):
+        self.fs, self.path, self.query, self.scheme = fs, path.rstrip("/") or "/", query, scheme
+
+    @classmethod
+    def on(cls, fs: pafs.FileSystem, path: str) -> Location:
+        """A path on a filesystem Ray hands us (e.g. a trial's storage): local ones get local file calls."""
+        local = isinstance(fs, pafs.LocalFileSystem)
+        return cls(None if local else fs, path, scheme="" if local else fs.type_name)
+
+    @property
+    def remote(self) -> bool:
+        return self.fs is not None
+
+    def __truediv__(self, part: str) -> Location:
+        return Location(self.fs, f"{self.path}/{part}", self.query, self.scheme)
+
+    def __str__(self) -> str:  # what Ray's storage_path and our messages get
+        if not self.remote:
+            return self.path
+        return f"{self.scheme}://{self.path}" + (f"?{self.query}" if self.query else "")
+
+    def __repr__(self) -> str:
+        return f"Location({str(self)!r})"
+
+    def __fspath__(self) -> str:  # only local locations are paths
+        if self.remote:
+            raise TypeError(f"{self} is not a local path")
+        return self.path
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix
+
+    @property
+    def parent(self) -> Location:
+        return Location(self.fs, self.path.rsplit("/", 1)[0] or "/", self.query, self.scheme)
+
+    def _info(self) -> pafs.FileInfo:
+        return self.fs.get_file_info(self.path)
+
+    def exists(self) -> bool:
+        return self._info().type != pafs.FileType.NotFound if self.remote else os.path.exists(self.path)
+
+    def is_dir(self) -> bool:
+        return self._info().type == pafs.FileType.Directory if self.remote else os.path.isdir(self.path)
+
+    def read_bytes(self) -> bytes:
+        if not self.remote:
+            return Path(self.path).read_bytes()
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def glob(self, pattern: str) -> list[Location]:
+        """The children whose names match `pattern` (one level, like Path.glob without '**'), sorted."""
+        if self.remote:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+            names = [i.base_name for i in infos]
+        else:
+            names = os.listdir(self.path) if os.path.isdir(self.path) else []
+        return [self / n for n in sorted(names) if fnmatch.fnmatch(n, pattern)]
+
+    def write_bytes(self, payload: bytes) -> None:
+        """Atomically: readers see the old file or the whole new one. Locally a temp file renamed over the
+        target; in object storage a temp object copied to the target (a copy publishes whole objects)."""
+        if self.remote:
+            tmp = f"{self.parent.path}/.{self.name}.{uuid.uuid4().hex}.tmp"
+            try:
+                with self.fs.open_output_stream(tmp) as f:
+                    f.write(payload)
+                self.fs.move(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(tmp)
+                raise
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=f".{self.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
 
-def write_json(path: str | Path, obj) -> None:
+Where = str | os.PathLike | Location  # what functions that read or write a sweep's files accept
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(uri: str) -> pafs.FileSystem:
+    return pafs.FileSystem.from_uri(uri)[0]  # resolves credentials and region once per bucket and options
+
+
+def location(where: Where) -> Location:
+    """A Location from a local path (`~` expanded) or a URI (s3://, gs://, any pyarrow.fs scheme)."""
+    if isinstance(where, Location):
+        return where
+    where = os.fspath(where)
+    scheme, sep, rest = where.partition("://")
+    if not sep or scheme == "file":
+        return Location(None, os.path.abspath(os.path.expanduser(rest if sep else where)))
+    rest, _, query = rest.partition("?")
+    bucket = rest.split("/", 1)[0]
+    fs = _filesystem(f"{scheme}://{bucket}" + (f"?{query}" if query else ""))
+    return Location(fs, rest, query, scheme)
+
+
+def write_bytes(path: Where, payload: bytes) -> None:
+    location(path).write_bytes(payload)
+
+
+def write_json(path: Where, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+def read_json(path: Where):
+    return json.loads(location(path).read_text())
 
 
 def torch_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def torch_load(path: Where, map_location="cpu", weights_only: bool = True):
+    return torch.load(io.BytesIO(location(path).read_bytes()), map_location=map_location, weights_only=weights_only)
 
 
 def sha256(payload: bytes) -> str:

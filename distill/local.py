@@ -6,13 +6,12 @@ For debugging and for machines without a Ray cluster; the Ray adapters run the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-from distill import cache, experiment, results
+from distill import cache, experiment, io, results
 from distill.config import SweepConfig
 
 
-def train_teachers(sweep: SweepConfig, root: Path, splits, transfer, log: Callable[[str], None]) -> None:
+def train_teachers(sweep: SweepConfig, root: io.Where, splits, transfer, log: Callable[[str], None]) -> None:
     """Train every unfinished member, then harvest every teacher whose cache is missing or stale."""
     for teacher in sweep.teachers:
         for i in range(teacher.members):
@@ -30,7 +29,7 @@ def train_teachers(sweep: SweepConfig, root: Path, splits, transfer, log: Callab
             f"harvested {manifest['shapes']['transfer'][1]} transfer inputs")
 
 
-def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member: dict,
+def sweep_students(sweep: SweepConfig, root: io.Where, splits, transfer, per_member: dict,
                    log: Callable[[str], None] = print):
     """Every cell once, with its config's settings (no search), one after another."""
     members = {t.name: t.members for t in sweep.teachers}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 import torch
@@ -45,8 +44,10 @@ def student_trial(config: dict, data, sweep: SweepConfig) -> None:
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     splits, transfer, per_member = ray_shared.get(data, device)
     members = {t.name: t.members for t in sweep.teachers}
-    saved = Path(tune.get_context().get_trial_dir()) / "state.pt"
-    resume = torch.load(saved, map_location=device, weights_only=False) if saved.exists() else None
+    # The trial's directory in the sweep's storage (local or s3://...), where a retry on any node finds it.
+    storage = tune.get_context().get_storage()
+    saved = io.Location.on(storage.storage_filesystem, storage.trial_fs_path) / "state.pt"
+    resume = io.torch_load(saved, map_location=device, weights_only=False) if saved.exists() else None
 
     def report(row: dict, state: Callable[[], dict]) -> None:
         if row["epoch"] % sweep.checkpoint_every == 0:
@@ -65,7 +66,7 @@ def student_trial(config: dict, data, sweep: SweepConfig) -> None:
     tune.report({**row, "status": "ok"})
 
 
-def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member: dict,
+def sweep_students(sweep: SweepConfig, root: io.Where, splits, transfer, per_member: dict,
                    log: Callable[[str], None] = print):
     """Run the sweep, write results.parquet / results.csv under `root`, return the DataFrame."""
     payload = ray_shared.pack(splits, transfer, per_member)  # with_parameters puts it in the store once
@@ -73,7 +74,8 @@ def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member:
                                     {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
     cells = [{"hidden": c.hidden, "bottleneck": c.bottleneck, "target": c.target, "teacher": c.teacher,
               "seed": c.train.seed} for c in sweep.cells()]
-    storage = str(root / "ray")
+    root = io.location(root)
+    storage = root / "ray"
     if sweep.search.samples == 1:
         progress = Progress(len(cells))
         grids = [tuner(trainable, "students", storage, {"cell": tune.grid_search(cells)}, sweep, False,
@@ -85,7 +87,7 @@ def sweep_students(sweep: SweepConfig, root: Path, splits, transfer, per_member:
             grids.append(tuner(trainable, f"students-cell-{i}", storage, {"cell": cell, **search_space(sweep)},
                                sweep, True, progress).fit())
             log(f"cell {i + 1}/{len(cells)} done: {cell}")
-    rows = [row(r) for grid in grids for r in grid]
+    rows = [row(r, storage) for grid in grids for r in grid]
     frame = results.write(root, rows)
     log(f"{len(frame)} trials, {int((frame['status'] != 'ok').sum())} failed; results in {root / 'results.parquet'}")
     return frame
@@ -125,13 +127,13 @@ def search_space(sweep: SweepConfig) -> dict:
     return {k: v for k, v in space.items() if v is not None}
 
 
-def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, searched: bool,
+def tuner(trainable, name: str, storage: io.Location, space: dict, sweep: SweepConfig, searched: bool,
           progress: Progress) -> tune.Tuner:
     """A new Tuner, or the interrupted one of the same name resumed (finished trials are kept, not re-run)."""
-    path = f"{storage}/{name}"
+    path = str(storage / name)
     # A run killed before Tune wrote any trial state has nothing to resume (and may hold a half-written
     # tuner.pkl): it starts afresh.
-    started = any(Path(path).glob("experiment_state-*.json")) if "://" not in path else True
+    started = bool((storage / name).glob("experiment_state-*.json"))
     if started and tune.Tuner.can_restore(path):
         try:
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -148,7 +150,7 @@ def tuner(trainable, name: str, storage: str, space: dict, sweep: SweepConfig, s
             scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=sweep.search.grace_epochs,
                                     max_t=sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
-        name=name, storage_path=storage, verbose=1, callbacks=[progress],
+        name=name, storage_path=str(storage), verbose=1, callbacks=[progress],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
         ))
 
@@ -158,13 +160,18 @@ TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "
              "experiment_tag", "should_checkpoint"}
 
 
-def row(result) -> dict:
-    """One results row from a Tune result: its last report, or the cell and the failure's reason."""
+def row(result, storage: io.Location) -> dict:
+    """One results row from a Tune result: its last report, or the cell and the failure's reason.
+
+    trial_dir is the trial's directory as a location our io opens (Tune's result.path drops the URI's scheme
+    and options): the sweep's storage / experiment / trial."""
+    parts = result.path.rstrip("/").rsplit("/", 2)
+    trial_dir = str(storage / parts[-2] / parts[-1])
     cell = result.config["cell"]
     searched = {f"train.{k}": result.config[k] for k in SEARCHED if k in result.config}
     if result.error is not None:
         return {**cell, **searched, "status": "failed", "reason": str(result.error).strip().splitlines()[-1],
-                "trial_dir": result.path}
+                "trial_dir": trial_dir}
     metrics = {k: v for k, v in (result.metrics or {}).items() if k not in TUNE_KEYS}
     metrics.setdefault("status", "stopped")  # ASHA stopped it before it reported a final row
-    return {**cell, **searched, **metrics, "trial_dir": result.path}
+    return {**cell, **searched, **metrics, "trial_dir": trial_dir}

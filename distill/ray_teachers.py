@@ -23,7 +23,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distill import cache, experiment, losses, ray_shared
+from distill import cache, experiment, io, losses, ray_shared
 from distill.config import SweepConfig, TeacherConfig
 from distill.errors import UserError
 from distill.train import fit
@@ -55,7 +55,7 @@ def member_loop(config: dict) -> None:
     result = fit(model, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), train, report, resume)
     if rank == 0:
         plain = getattr(model, "module", model)  # unwrap DDP
-        cache.save_member(Path(config["root"]), teacher, index, plain, splits, result)
+        cache.save_member(config["root"], teacher, index, plain, splits, result)
 
 
 def member_trial(config: dict, data, root: str, retries: int) -> None:
@@ -68,15 +68,16 @@ def member_trial(config: dict, data, root: str, retries: int) -> None:
             num_workers=teacher.workers, use_gpu=teacher.gpus_per_worker > 0,
             resources_per_worker={"CPU": teacher.cpus_per_worker, "GPU": teacher.gpus_per_worker}),
         run_config=RunConfig(
-            name=f"{teacher.name}-member-{index}", storage_path=str(Path(root) / "ray"),
+            name=f"{teacher.name}-member-{index}", storage_path=str(io.location(root) / "ray"),
             failure_config=FailureConfig(max_failures=retries),
             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]))
     trainer.fit()
 
 
-def train(sweep: SweepConfig, root: Path, splits, transfer, retries: int = 3,
+def train(sweep: SweepConfig, root: io.Where, splits, transfer, retries: int = 3,
           log: Callable[[str], None] = print) -> None:
     """Train every unfinished member of every teacher through Ray Train, then harvest what changed."""
+    root = io.location(root)
     pending = [(t, i) for t in sweep.teachers for i in range(t.members)
                if cache.member_result(root, t.name, i) is None]
     done = sum(t.members for t in sweep.teachers) - len(pending)
@@ -124,7 +125,7 @@ def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
 
 
 @ray.remote
-def harvest_task(root: Path, data_config, teacher: TeacherConfig, data) -> dict:
+def harvest_task(root: io.Location, data_config, teacher: TeacherConfig, data) -> dict:
     """Harvest on a worker with the member's resources (a GPU where members had one), not on the driver."""
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
     splits, transfer, _ = ray_shared.get(data, device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+from io import BytesIO
 from numbers import Number
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def teacher_errors(results_dir: str | Path) -> pd.DataFrame:
     builder) and architecture. Errors come from `cache/<teacher>.json`, sizes from config.json's teachers (an
     ensemble's are its members' sum). A sub-ensemble that students used has unknown (NaN) errors: the
     manifest does not hold them, and the test labels that computing them needs are not stored here."""
-    root = Path(results_dir)
+    root = io.location(results_dir)
     config = io.read_json(root / "config.json") if (root / "config.json").exists() else {}
     shape, classes = DATA.get(config.get("data", {}).get("name"), (None, None))
     used = results.load(root)["teacher"].unique() if (root / "results.parquet").exists() else []
@@ -125,17 +126,19 @@ def references(teachers: pd.DataFrame, teacher: str) -> tuple[pd.DataFrame, pd.D
     return (members if len(idx) > 1 else members.iloc[:0]), own
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: io.Where) -> io.Location:
     for ax in fig.axes:
         ax.grid(True, which="both", alpha=0.3)
     if fig.axes[-1].get_legend_handles_labels()[0]:
         fig.axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never hides data
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    buf = BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    io.write_bytes(path, buf.getvalue())  # atomically, locally or in object storage
+    return io.location(path)
 
 
-def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, path: str | Path,
-                    title: str = "") -> Path:
+def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, path: io.Where,
+                    title: str = "") -> io.Location:
     """Test error against #params (log x): students of `teacher` and label-trained students, mean ± std over
     seeds; solid circles without bottleneck, dashed squares with one; the teacher's members and itself."""
     fig = Figure(figsize=(8, 5), layout="constrained")
@@ -159,7 +162,8 @@ def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, p
     return _save(fig, path)
 
 
-def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: io.Where,
+                           title: str = "") -> io.Location:
     """Student error against teacher error at each fixed student size (one line per size and target): does a
     better teacher make a better student? Teachers of unknown error are left out."""
     fig = Figure(figsize=(8, 5), layout="constrained")
@@ -185,7 +189,8 @@ def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: st
     return _save(fig, path)
 
 
-def bottleneck_figure(frame: pd.DataFrame, path: str | Path, input_dim: int | None = None, title: str = "") -> Path:
+def bottleneck_figure(frame: pd.DataFrame, path: io.Where, input_dim: int | None = None,
+                      title: str = "") -> io.Location:
     """One row per hidden width H: test error, best epoch (time to converge) and train seconds against k.
     The net without bottleneck is a hollow marker at k = min(input_dim, H): a bottleneck that wide restricts
     nothing (rank W <= min(D, H)), so that is where the unrestricted net sits on the k axis."""
@@ -336,9 +341,9 @@ def fit_section(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str) -> li
     return lines + [""] + words
 
 
-def write(results_dir: str | Path) -> Path:
+def write(results_dir: io.Where) -> io.Location:
     """Write report.md and its PNG figures beside the results (relative links: it renders on a code host)."""
-    root = Path(results_dir).expanduser()
+    root = io.location(results_dir)
     raw = results.load(root)
     frame = select(raw)
     if frame.empty:

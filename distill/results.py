@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io as _io
-from pathlib import Path
 
 import pandas as pd
 
@@ -11,10 +10,10 @@ from distill import io
 from distill.errors import UserError
 
 
-def write(directory: str | Path, rows: list[dict]) -> pd.DataFrame:
+def write(directory: io.Where, rows: list[dict]) -> pd.DataFrame:
     """Write results.parquet and results.csv (atomically) beside the sweep's other outputs."""
     frame = pd.DataFrame(rows)
-    directory = Path(directory)
+    directory = io.location(directory)
     buf = _io.BytesIO()
     frame.to_parquet(buf, index=False)
     io.write_bytes(directory / "results.parquet", buf.getvalue())
@@ -22,11 +21,13 @@ def write(directory: str | Path, rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def load(path: str | Path) -> pd.DataFrame:
-    """The results of a sweep: pass its directory (or its results.parquet / results.csv)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
+def load(path: io.Where) -> pd.DataFrame:
+    """The results of a sweep: pass its directory (or its results.parquet / results.csv), a local path or a
+    storage URI (s3://bucket/dir)."""
+    path = io.location(path)
+    if path.suffix not in (".parquet", ".csv"):
         path = path / "results.parquet"
     if not path.exists():
         raise UserError(f"no results at {path}: pass the directory a sweep wrote (it holds results.parquet)")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    raw = _io.BytesIO(path.read_bytes())
+    return pd.read_parquet(raw) if path.suffix == ".parquet" else pd.read_csv(raw)

@@ -2,9 +2,41 @@
 
 import os
 import tempfile
+import uuid
 
 import psutil
 import pytest
+
+# Object-storage tests talk to a local S3 server (moto): any credentials do, and none must be looked up on a
+# cloud metadata endpoint. Set before Ray starts, so that its workers inherit them.
+for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> str:
+    """A local S3 server for the session, with one bucket; yields its URI query (endpoint and scheme)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    query = f"endpoint_override={host}:{port}&scheme=http"
+    import pyarrow.fs
+
+    pyarrow.fs.FileSystem.from_uri(f"s3://distill-tests?{query}&allow_bucket_creation=true")[0].create_dir(
+        "distill-tests")
+    yield query
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path) -> str:
+    """A fresh, empty storage root: a local directory, or a folder in a bucket of the local S3 server."""
+    if request.param == "local":
+        return str(tmp_path)
+    return f"s3://distill-tests/{uuid.uuid4().hex}?{request.getfixturevalue('s3_server')}"
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,12 @@
 """Injected faults: the sweep's driver is killed and resumed; a trial's process dies and is retried from its
 checkpoint. Nothing finished is re-run or lost."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -75,36 +73,26 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         assert seconds[trial] == trained
 
 
-def last_pid(result_file: Path) -> int | None:
-    """The pid in a trial's latest result line (None before its first result has been written whole)."""
-    try:
-        lines = result_file.read_text().splitlines()
-        return json.loads(lines[-1])["pid"] if lines else None
-    except (OSError, ValueError, KeyError):
-        return None
+class KillOnce(ray_sweep.Progress):
+    """The sweep's progress callback, which also SIGKILLs the trial's process when the trial's second epoch
+    result reaches the driver: the trial is mid-training then, its state.pt (written before each report)
+    holds epoch 2, and the pid in the result is the process running it."""
+
+    killed: list[int] = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("epoch") == 2 and not KillOnce.killed:
+            KillOnce.killed.append(result["pid"])
+            os.kill(result["pid"], signal.SIGKILL)
 
 
-def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_path):
+def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_path, monkeypatch):
     sweep = SweepConfig(name="retry", data=DataConfig(name="digits", val_size=200, views=0), hidden=(32,),
                         targets=("labels",), student_teachers=(), search=SearchConfig(samples=1, concurrency=1),
                         student=StudentConfig(hidden=32, train=TrainConfig(lr=0.05, batch_size=8, epochs=40)))
     splits, transfer = experiment.prepare(sweep.data)
-    out: dict = {}
-    run = threading.Thread(target=lambda: out.update(frame=ray_sweep.sweep_students(
-        sweep, tmp_path, splits, transfer, {}, log=print)))
-    run.start()
-    killed: list[int] = []
-    deadline = time.time() + 300
-    while not killed and run.is_alive() and time.time() < deadline:
-        # Kill the trial's own process (Tune records its pid in every result) once it has a checkpoint.
-        for trial in (tmp_path / "ray" / "students").glob("*/"):
-            pid = last_pid(trial / "result.json")
-            if pid is not None and (trial / "state.pt").exists():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        time.sleep(0.2)
-    run.join(timeout=600)
-    assert killed, "no trial process was found to kill"
-    frame = out["frame"]
+    monkeypatch.setattr(ray_sweep, "Progress", KillOnce)
+    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print)
+    assert KillOnce.killed, "the trial was not killed"
     assert list(frame["status"]) == ["ok"]
-    assert frame["resumed_from"][0] >= 1 and frame["epochs"][0] == 40
+    assert frame["resumed_from"][0] >= 2 and frame["epochs"][0] == 40

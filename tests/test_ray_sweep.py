@@ -1,16 +1,18 @@
-"""The student sweep through Ray Tune: the smoke job end to end, Optuna within a cell, diverging trials."""
+"""The student sweep through Ray Tune: the smoke job end to end (on local disk and in S3), Optuna within a
+cell, diverging trials."""
 
 import dataclasses
 
-from distill import experiment, models, ray_sweep, results
+from distill import experiment, io, models, ray_sweep, report, results
 from distill.__main__ import main
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
 from distill.train import TrainConfig
 
 
-def test_smoke_job_gives_one_row_per_student(ray_local, tmp_path):
-    assert main(["run", "sweeps/demo.py", "--variant", "smoke", "--storage", str(tmp_path)]) == 0
-    frame = results.load(tmp_path / "demo-smoke")
+def test_smoke_job_gives_one_row_per_student(ray_local, storage):
+    assert main(["run", "sweeps/demo.py", "--variant", "smoke", "--storage", storage]) == 0
+    root = io.location(storage) / "demo-smoke"
+    frame = results.load(root)
     # smoke grid: H=64 x k in {None, 16} x targets {mimic, labels} x 1 seed
     assert len(frame) == 4
     assert set(frame["status"]) == {"ok"}
@@ -22,8 +24,13 @@ def test_smoke_job_gives_one_row_per_student(ray_local, tmp_path):
         k = None if row["bottleneck"] != row["bottleneck"] else int(row["bottleneck"])  # NaN for no bottleneck
         assert row["params"] == models.snn_params(64, 64, 10, k)  # digits: 8x8 inputs, 10 classes
         assert 0 <= row["test_error"] < 0.5 and 0.5 < row["test_agreement"] <= 1
-    assert (tmp_path / "demo-smoke" / "results.csv").exists()
-    assert (tmp_path / "demo-smoke" / "config.json").exists()
+    for path in ("results.csv", "config.json", "cache/ecnn.json", "teachers/ecnn/member-1/model.pt"):
+        assert (root / path).exists(), path
+    # Each trial's own checkpoint sits in its trial directory in the storage, where a retry on any node finds it.
+    trials = [io.location(d) for d in frame["trial_dir"]]
+    assert all(str(t).startswith(str(root / "ray" / "students").split("?")[0]) for t in trials)
+    assert all((t / "state.pt").exists() for t in trials)
+    assert report.write(root).exists()  # the report reads the results and writes beside them
 
 
 LABELS_ONLY = SweepConfig(
