@@ -93,6 +93,8 @@ def summary(frame) -> str:
              "n": ("test_error", "size")}
     if "test_agreement" in ok:  # absent when no trial had a teacher to compare with
         stats["agreement"] = ("test_agreement", "mean")
+    if "test_per" in ok:  # speech: phone error rate on the test set
+        stats["per"] = ("test_per", "mean")
     table = ok.assign(bottleneck=ok["bottleneck"].fillna(0).astype(int)).groupby(cols, dropna=False).agg(**stats)
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 

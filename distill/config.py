@@ -25,6 +25,7 @@ class DataConfig:
     views: int = 10  # augmented copies of each train input in the transfer set
     shift: int = 2  # pixels of the padded-crop augmentation
     seed: int = 0  # fixes the val split and the transfer set
+    args: Mapping = field(default_factory=dict)  # keywords of the data set's load(root, **args), e.g. timit's context
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import psutil
 import torch
 from torch import nn
 
-from distill import data, losses, models
+from distill import data, losses, models, speech
 from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.train import Fit, Report, agreement, error, fit, infer, logit_rmse
@@ -20,7 +20,8 @@ SPLITS = ("transfer", "val", "test")
 
 
 def prepare(config: DataConfig, device: str | torch.device = "cpu") -> tuple[data.Splits, data.TransferSet]:
-    splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device)
+    splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device,
+                       args=dict(config.args))
     return splits, data.transfer_set(splits, config.views, shift=config.shift, seed=config.seed)
 
 
@@ -102,7 +103,20 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     if reference is not None:
         row["test_agreement"] = agreement(test, reference["test"])
         row["test_logit_rmse"] = logit_rmse(test, reference["test"])
-    return row
+    return {**row, **speech_scores(splits, {"val": infer(model, splits.val_x), "test": test})}
+
+
+def speech_scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
+    """Phone error rate and folded frame error per split ({'test_per', 'test_fer', ...}) for data sets that
+    carry utterance lengths (speech); {} for images. logits: {split: (N, C)}."""
+    if splits.test_lengths is None:
+        return {}
+    scores = {}
+    for split, out in logits.items():
+        pred, ref = out.argmax(1), splits.split(split)[1]
+        scores[f"{split}_per"] = speech.per(pred, ref, getattr(splits, f"{split}_lengths"), splits.fold)
+        scores[f"{split}_fer"] = speech.frame_error(pred, ref, splits.fold)
+    return scores
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
