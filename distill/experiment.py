@@ -94,16 +94,16 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     model = build_student(cell, splits).to(splits.train_x.device)
     t0 = time.perf_counter()
     result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
-    test = infer(model, splits.test_x)
+    val, test = infer(model, splits.val_x), infer(model, splits.test_x)
     row = {**flatten(to_dict(cell)), "params": models.param_count(model), "transfer_size": len(x),
-           "val_error": error(infer(model, splits.val_x), splits.val_y),
+           "val_error": error(val, splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,
            "wall_seconds": time.perf_counter() - t0}
     if reference is not None:
         row["test_agreement"] = agreement(test, reference["test"])
         row["test_logit_rmse"] = logit_rmse(test, reference["test"])
-    return {**row, **speech_scores(splits, {"val": infer(model, splits.val_x), "test": test})}
+    return {**row, **speech_scores(splits, {"val": val, "test": test})}
 
 
 def speech_scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
