@@ -7,7 +7,8 @@ Command:   python -m distill run sweeps/timit.py --data-root DIR     (DIR holds 
 Data:      462 training speakers (about 1.1M frames), the 50-speaker dev set for early stopping, the
            24-speaker core test set; 1,845 inputs per frame (123 features x 15 frames), 183 targets.
            The features (about 45 s of extraction on 2 cores) are cached under $DISTILL_CACHE/timit.
-           Memory: the stacked frames are 7.4 KB each, about 8 GB for train: plan 32 GB of host memory.
+           Memory: the stacked frames are 7.4 KB each, about 8 GB for train, held by the driver and once
+           in Ray's object store (and 0.8 GB of logits per member): plan 32 GB of host memory or more.
 Time:      not measured here (no GPU in the session that wrote it). Work: 10 teacher members x 20 epochs
            over 1.1M frames, then 4 widths x 2 targets = 8 students of up to 174M parameters (H=400k);
            plan on a GPU-day on one GPU, much less with a GPU per member and per student.
@@ -31,7 +32,8 @@ TEACHER_TRAIN = TrainConfig(optimizer="sgd", lr=0.02, momentum=0.9, weight_decay
 DNN = TeacherConfig(name="dnn", arch="dnn", arch_args={"hidden": 2000, "layers": 3}, members=1, train=TEACHER_TRAIN,
                     cpus_per_worker=4, gpus_per_worker=1)
 # One conv-pool stage (128 maps, 5x5 over frequency x time) then three 2,000-unit layers; `ecnn[0]` is the
-# single CNN teacher, `ecnn` the ensemble of all 9.
+# single CNN teacher, `ecnn` the ensemble of all 9. Students mimic the ensemble; add "dnn" or "ecnn[0]" to
+# student_teachers to mimic a single net too (the manifest reports every member's and the ensemble's PER).
 ECNN = TeacherConfig(name="ecnn", arch="cnn", arch_args={"channels": (128,), "hidden": (2000, 2000, 2000),
                                                           "kernel": 5}, members=9, train=TEACHER_TRAIN,
                      cpus_per_worker=4, gpus_per_worker=1)

@@ -298,3 +298,4 @@ def test_smoke_sweep_runs_end_to_end_through_ray(ray_local, corpus, tmp_path):
     manifest = io.read_json(cache.cache_paths(tmp_path / "timit-smoke", "ecnn")[1])
     assert manifest["shapes"]["transfer"][2] == 183 and len(manifest["members"]) == 2
     assert 0 <= manifest["ensemble"]["test_per"] and 0 <= manifest["ensemble"]["test_fer"] <= 1
+    assert all(0 <= m["test_per"] and 0 <= m["test_fer"] <= m["test_error"] for m in manifest["members"])

@@ -8,8 +8,9 @@ dropped everywhere: train = every TRAIN speaker (462), val = the 50-speaker dev 
 Each example is one 10 ms frame as an image (3, 41, 2c+1): channels static / delta / delta-delta,
 height log energy + 40 log mel bands, width the frame and its +-c neighbours (c = 7: 15 frames, 1,845
 inputs when flattened; the 2-D `cnn` convolves over frequency x time). Features are normalised with one
-global mean and standard deviation per feature (123 of them) over all training frames, before stacking.
-Labels are the 183 phone-state classes of `distill.speech`.
+global mean and standard deviation per feature (123 of them) over all training frames, before stacking
+(`distill.data.load`'s per-channel standardisation then changes them by almost nothing). Labels are the
+183 phone-state classes of `distill.speech`.
 
 Extraction is the slow part, so its result per split is cached under $DISTILL_CACHE/timit (default
 ~/.cache/distill/timit; never inside the TIMIT copy, which may be read-only), named by a hash of the
