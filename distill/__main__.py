@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
         s.add_argument("--local", action="store_true", help="run in this process, without Ray (for debugging)")
         s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
-        s.add_argument("--data-root", help="data directory of the torchvision data sets (overrides the sweep's)")
+        s.add_argument("--data-root", help="data directory of the torchvision data sets, or your TIMIT copy "
+                       "(overrides the sweep's)")
     r = sub.add_parser("report", help="capacity curves, tables and fits of a finished sweep",
                        description="write report.md and PNG figures beside a sweep's results")
     r.add_argument("results_dir", help="the directory a sweep wrote (it holds results.parquet)")

@@ -273,6 +273,13 @@ def test_splits_carry_the_dev_set_lengths_and_fold_through_the_object_store(corp
     assert ray_shared.get(ray_shared.pack(images, distill.data.transfer_set(images, 1)))[0].fold is None
 
 
+def test_data_set_arguments_are_checked():
+    with pytest.raises(UserError, match="bad data set arguments"):
+        distill.data.load("digits", args={"context": 7})  # only timit takes a context
+    with pytest.raises(UserError, match="context=-1 must be >= 0"):
+        distill.data.load("timit", "/nonexistent", args={"context": -1})
+
+
 def test_student_rows_carry_phone_error_rates(corpus):
     sweep = load_sweep("sweeps/timit.py", "smoke")
     splits, transfer = experiment.prepare(dataclasses.replace(sweep.data, root=str(corpus[0])))
