@@ -93,10 +93,12 @@ def test_lowercase_copy_reads_the_same(corpus, tmp_path):
     assert [(u.speaker, u.name) for u in lower["test"]] == [(u.speaker, u.name) for u in upper["test"]]
 
 
-@pytest.mark.parametrize("damage", ["missing", "no TEST", "no core test", "bad phone"])
+@pytest.mark.parametrize("damage", ["missing", "no TEST", "no core test", "bad phone", "one level up"])
 def test_missing_or_incomplete_root_is_one_line_user_error(damage, corpus, tmp_path):
     root = tmp_path / "TIMIT"
-    if damage != "missing":
+    if damage == "one level up":  # the LDC disc's layout: the user passes the folder that holds TIMIT/
+        shutil.copytree(corpus[0], root / "TIMIT")
+    elif damage != "missing":
         shutil.copytree(corpus[0], root)
     if damage == "no TEST":
         shutil.rmtree(root / "TEST")
@@ -111,7 +113,8 @@ def test_missing_or_incomplete_root_is_one_line_user_error(damage, corpus, tmp_p
     msg = str(e.value)
     assert "\n" not in msg
     expected = {"missing": f"TIMIT not found at {root}", "no TEST": f"TIMIT not found at {root}",
-                "no core test": "no utterances of the core-test speakers", "bad phone": "silence': expected"}[damage]
+                "no core test": "no utterances of the core-test speakers", "bad phone": "silence': expected",
+                "one level up": f"(did you mean {root / 'TIMIT'}?)"}[damage]
     assert expected in msg and ("--data-root" in msg or damage == "bad phone")
 
 

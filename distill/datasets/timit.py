@@ -68,11 +68,14 @@ def find(root: str | Path) -> dict[str, list[Utterance]]:
     root = Path(root).expanduser()
     tops = {name: child(root, name) for name in ("train", "test")} if root.is_dir() else {}
     if not tops or None in tops.values():
-        raise UserError(f"TIMIT not found at {root}: {FIX}")
+        inner = child(root, "timit") if root.is_dir() else None  # the LDC disc nests TIMIT/TRAIN
+        hint = f" (did you mean {inner}?)" if inner is not None and child(inner, "train") is not None else ""
+        raise UserError(f"TIMIT not found at {root}{hint}: {FIX}")
     found: dict[str, list[Utterance]] = {}
     for top, folder in tops.items():
         utts = []
-        for speaker in sorted(p for region in folder.iterdir() if region.name.lower().startswith("dr")
+        for speaker in sorted(p for region in folder.iterdir()
+                              if region.is_dir() and region.name.lower().startswith("dr")
                               for p in region.iterdir() if p.is_dir()):
             for wav in sorted(speaker.iterdir()):
                 # One dot only: some copies add converted `SX1.WAV.wav` files beside the originals.
