@@ -24,7 +24,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
         s.add_argument("--local", action="store_true", help="run in this process, without Ray (for debugging)")
         s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
-        s.add_argument("--data-root", help="data directory of the torchvision data sets (overrides the sweep's)")
+        s.add_argument("--data-root", help="data directory of the torchvision data sets, or your TIMIT copy "
+                       "(overrides the sweep's)")
     r = sub.add_parser("report", help="capacity curves, tables and fits of a finished sweep",
                        description="write report.md and PNG figures beside a sweep's results")
     r.add_argument("results_dir", help="the directory (or s3://... URI) a sweep wrote (it holds results.parquet)")
@@ -92,6 +93,8 @@ def summary(frame) -> str:
              "n": ("test_error", "size")}
     if "test_agreement" in ok:  # absent when no trial had a teacher to compare with
         stats["agreement"] = ("test_agreement", "mean")
+    if "test_per" in ok:  # speech: phone error rate on the test set
+        stats["per"] = ("test_per", "mean")
     table = ok.assign(bottleneck=ok["bottleneck"].fillna(0).astype(int)).groupby(cols, dropna=False).agg(**stats)
     return table.to_string(float_format=lambda v: f"{v:.4f}")
 

@@ -106,9 +106,13 @@ def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits
     members = [error(logits["test"][i], splits.test_y.cpu()) for i in range(teacher.members)]
     manifest = {"key": k, "teacher": teacher.name, "sha256": io.sha256(payload), "data": to_dict(data_config),
                 "members": [{"index": i, "val_error": error(logits["val"][i], splits.val_y.cpu()),
-                             "test_error": members[i]} for i in range(teacher.members)],
+                             "test_error": members[i],
+                             **experiment.speech_scores(splits, {"test": logits["test"][i].to(splits.test_y.device)})}
+                            for i in range(teacher.members)],
                 "ensemble": {"val_error": error(logits["val"].mean(0), splits.val_y.cpu()),
-                             "test_error": error(logits["test"].mean(0), splits.test_y.cpu())},
+                             "test_error": error(logits["test"].mean(0), splits.test_y.cpu()),
+                             **experiment.speech_scores(splits, {s: logits[s].mean(0).to(splits.test_y.device)
+                                                                 for s in ("val", "test")})},
                 "shapes": {s: list(v.shape) for s, v in logits.items()}}
     io.write_json(manifest_path, manifest)  # written last: the manifest commits the cache
     return manifest

@@ -20,11 +20,12 @@ TARGETS = ("mimic", "labels", "labels-aug", "kd")
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "mnist5k"
-    root: str | None = None  # data directory of the torchvision data sets (default $DISTILL_DATA)
+    root: str | None = None  # data directory of the torchvision data sets, or the TIMIT copy (default $DISTILL_DATA)
     val_size: int = 500
     views: int = 10  # augmented copies of each train input in the transfer set
     shift: int = 2  # pixels of the padded-crop augmentation
     seed: int = 0  # fixes the val split and the transfer set
+    args: Mapping = field(default_factory=dict)  # keywords of the data set's load(root, **args), e.g. timit's context
 
 
 @dataclass(frozen=True)

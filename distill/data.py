@@ -8,6 +8,7 @@ chosen device, normalised once, so small students train without DataLoader worke
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,9 @@ from distill.errors import UserError
 class Raw:
     """What a data-set module returns: uint8/float images NCHW and int64 labels, before any split.
 
-    `test_x` is None when the data set has no official test split (then one is carved out).
+    `test_x` is None when the data set has no official test split (then one is carved out); `val_x` is
+    None when it has no official val split (then val is carved out of train). Speech data sets also give
+    the frames per utterance of val and test, and the map from their classes to scored labels (PER).
     """
 
     train_x: torch.Tensor  # (N, C, H, W)
@@ -29,11 +32,17 @@ class Raw:
     classes: int
     flips: bool  # horizontal flips keep the label (photos yes, digits no)
     test_size: int = 0  # carved out of train when test_x is None
+    val_x: torch.Tensor | None = None  # an official val split (TIMIT's dev speakers); None: carve one out
+    val_y: torch.Tensor | None = None
+    val_lengths: torch.Tensor | None = None  # (U,) int64 frames per utterance, in order; None for images
+    test_lengths: torch.Tensor | None = None
+    fold: torch.Tensor | None = None  # (classes,) int64 class -> scored label (-1: not scored); None for images
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Normalised train / val / test tensors on one device. Val is carved out of train by `seed`."""
+    """Normalised train / val / test tensors on one device. Val is carved out of train by `seed`, unless
+    the data set has its own. The last three fields are only set for speech (see `Raw`)."""
 
     name: str
     train_x: torch.Tensor  # (N_train, C, H, W) float
@@ -44,6 +53,9 @@ class Splits:
     test_y: torch.Tensor
     classes: int
     flips: bool
+    val_lengths: torch.Tensor | None = None  # (U_val,) int64
+    test_lengths: torch.Tensor | None = None  # (U_test,) int64
+    fold: torch.Tensor | None = None  # (classes,) int64
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -70,15 +82,20 @@ def module_name(name: str) -> str:
 
 
 def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
-         device: torch.device | str = "cpu") -> Splits:
-    """Load data set `name`, normalise it with train statistics, and carve val out of train."""
+         device: torch.device | str = "cpu", args: dict | None = None) -> Splits:
+    """Load data set `name` (its module's `load(root, **args)`), normalise it with train statistics, and
+    carve val out of train unless the data set has its own val split (then `val_size` is unused)."""
     try:
         module = importlib.import_module(module_name(name))
     except ModuleNotFoundError as e:
         if e.name != module_name(name):
             raise
         raise UserError(f"unknown data set {name!r}: use one of {', '.join(available())}") from None
-    raw = module.load(root)
+    try:
+        inspect.signature(module.load).bind(root, **(args or {}))
+    except TypeError as e:
+        raise UserError(f"bad data set arguments {args} for {name!r}: {e}") from None
+    raw = module.load(root, **(args or {}))
     gen = torch.Generator().manual_seed(seed)
     x, y = raw.train_x, raw.train_y
     order = torch.randperm(len(x), generator=gen)
@@ -87,10 +104,13 @@ def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
         test_x, test_y = x[test_idx], y[test_idx]
     else:
         test_x, test_y = raw.test_x, raw.test_y
-    if not 0 < val_size < len(order):
-        raise UserError(f"val_size={val_size} must be between 1 and {len(order) - 1} for {name!r}")
-    val_idx, train_idx = order[:val_size], order[val_size:]
-    train_x = x[train_idx].to(device, torch.float32)
+    if raw.val_x is not None:  # the data set's own val split: train keeps every example, in order
+        val_x, val_y, train_x, train_y = raw.val_x, raw.val_y, x.to(device, torch.float32), y
+    else:
+        if not 0 < val_size < len(order):
+            raise UserError(f"val_size={val_size} must be between 1 and {len(order) - 1} for {name!r}")
+        val_idx, train_idx = order[:val_size], order[val_size:]
+        val_x, val_y, train_x, train_y = x[val_idx], y[val_idx], x[train_idx].to(device, torch.float32), y[train_idx]
     # Per-channel statistics of the train split only: val and test never inform preprocessing.
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
     std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -98,9 +118,13 @@ def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
     def norm(t: torch.Tensor) -> torch.Tensor:
         return (t.to(device, torch.float32) - mean) / std
 
-    return Splits(name=name, train_x=(train_x - mean) / std, train_y=y[train_idx].to(device),
-                  val_x=norm(x[val_idx]), val_y=y[val_idx].to(device), test_x=norm(test_x),
-                  test_y=test_y.to(device), classes=raw.classes, flips=raw.flips)
+    def opt(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device)
+
+    return Splits(name=name, train_x=(train_x - mean) / std, train_y=train_y.to(device),
+                  val_x=norm(val_x), val_y=val_y.to(device), test_x=norm(test_x),
+                  test_y=test_y.to(device), classes=raw.classes, flips=raw.flips,
+                  val_lengths=opt(raw.val_lengths), test_lengths=opt(raw.test_lengths), fold=opt(raw.fold))
 
 
 def available() -> list[str]:
@@ -133,9 +157,12 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int, flips: bool) -> t
 
 
 def transfer_set(splits: Splits, views: int, shift: int = 2, seed: int = 0) -> TransferSet:
-    """The train inputs followed by `views` seeded augmented copies of them (no labels)."""
+    """The train inputs followed by `views` seeded augmented copies of them (no labels).
+
+    With `views=0` the transfer set is the train inputs themselves, the same tensor (no copy: TIMIT's
+    train frames are gigabytes)."""
     gen = torch.Generator().manual_seed(seed)
     parts = [splits.train_x] + [augment(splits.train_x, gen, shift, splits.flips) for _ in range(views)]
     n = len(splits.train_x)
     source = torch.arange(n, device=splits.train_x.device).repeat(1 + views)
-    return TransferSet(x=torch.cat(parts), source=source)
+    return TransferSet(x=torch.cat(parts) if views else splits.train_x, source=source)

@@ -11,7 +11,7 @@ import psutil
 import torch
 from torch import nn
 
-from distill import data, losses, models
+from distill import data, losses, models, speech
 from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.train import Fit, Report, agreement, error, fit, infer, logit_rmse
@@ -20,7 +20,8 @@ SPLITS = ("transfer", "val", "test")
 
 
 def prepare(config: DataConfig, device: str | torch.device = "cpu") -> tuple[data.Splits, data.TransferSet]:
-    splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device)
+    splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device,
+                       args=dict(config.args))
     return splits, data.transfer_set(splits, config.views, shift=config.shift, seed=config.seed)
 
 
@@ -93,16 +94,29 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     model = build_student(cell, splits).to(splits.train_x.device)
     t0 = time.perf_counter()
     result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
-    test = infer(model, splits.test_x)
+    val, test = infer(model, splits.val_x), infer(model, splits.test_x)
     row = {**flatten(to_dict(cell)), "params": models.param_count(model), "transfer_size": len(x),
-           "val_error": error(infer(model, splits.val_x), splits.val_y),
+           "val_error": error(val, splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,
            "wall_seconds": time.perf_counter() - t0}
     if reference is not None:
         row["test_agreement"] = agreement(test, reference["test"])
         row["test_logit_rmse"] = logit_rmse(test, reference["test"])
-    return row
+    return {**row, **speech_scores(splits, {"val": val, "test": test})}
+
+
+def speech_scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
+    """Phone error rate and folded frame error per split ({'test_per', 'test_fer', ...}) for data sets that
+    carry utterance lengths (speech); {} for images. logits: {split: (N, C)}."""
+    if splits.test_lengths is None:
+        return {}
+    scores = {}
+    for split, out in logits.items():
+        pred, ref = out.argmax(1), splits.split(split)[1]
+        scores[f"{split}_per"] = speech.per(pred, ref, getattr(splits, f"{split}_lengths"), splits.fold)
+        scores[f"{split}_fer"] = speech.frame_error(pred, ref, splits.fold)
+    return scores
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

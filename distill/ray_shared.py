@@ -20,9 +20,11 @@ from distill.data import Splits, TransferSet
 
 def pack(splits: Splits, transfer: TransferSet, logits: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
     """The splits, the transfer set and per-teacher per-member logits as numpy arrays (for the store)."""
-    arrays = {f.name: getattr(splits, f.name) for f in dataclasses.fields(Splits)}
+    arrays = {f.name: getattr(splits, f.name) for f in dataclasses.fields(Splits)}  # None fields stay None
+    # A transfer set that is the train inputs themselves (views=0) goes in once: x None means train_x.
+    same = transfer.x is splits.train_x
     payload = {"splits": {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in arrays.items()},
-               "transfer": {"x": transfer.x.cpu().numpy(), "source": transfer.source.cpu().numpy()},
+               "transfer": {"x": None if same else transfer.x.cpu().numpy(), "source": transfer.source.cpu().numpy()},
                "logits": {t: {s: v.numpy() for s, v in per.items()} for t, per in (logits or {}).items()}}
     return payload
 
@@ -45,7 +47,9 @@ def get(ref, device: torch.device | str = "cpu"):
     device = torch.device(device)
     payload = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
     s = {k: tensor(v, device) if isinstance(v, np.ndarray) else v for k, v in payload["splits"].items()}
-    transfer = TransferSet(**{k: tensor(v, device) for k, v in payload["transfer"].items()})
+    x = payload["transfer"]["x"]
+    transfer = TransferSet(x=s["train_x"] if x is None else tensor(x, device),
+                           source=tensor(payload["transfer"]["source"], device))
     logits = {t: {s_: tensor(v, device) for s_, v in per.items()} for t, per in payload["logits"].items()}
     return Splits(**s), transfer, logits
 
