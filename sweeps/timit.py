@@ -13,9 +13,10 @@ Data:      462 training speakers (about 1.1M frames), the 50-speaker dev set for
 Time:      not measured here (no GPU in the session that wrote it). Work: 10 teacher members x 20 epochs
            over 1.1M frames, then 4 widths x 2 targets = 8 students of up to 174M parameters (H=400k);
            plan on a GPU-day on one GPU, much less with a GPU per member and per student.
-Expected:  the paper's Table 1 (its numbers, not measured here; core-test PER): DNN 21.9%, CNN 19.5%,
-           ensemble of 9 CNNs 18.5%; SNN-MIMIC 21.6% (8k) down to 20.0% (400k); SNNs trained on labels
-           23.0-23.6%, no better when wider. Rows carry test_per / val_per (phone error rate, 39 folded
+Expected:  the ordering of the paper's Table 1 (core-test PER; recalled, not measured here, check the
+           paper: DNN about 21.9%, CNN 19.5%, ensemble of 9 CNNs 18.5%; SNN-MIMIC 21.6% at 8k down to
+           20.0% at 400k; SNNs on labels 23.0-23.6%, no better when wider). The paper decodes with an HMM;
+           our PER collapses frame predictions without decoding, so expect higher absolute numbers. Rows carry test_per / val_per (phone error rate, 39 folded
            phones) and test_fer (folded frame error) beside test_error (183-state frame error).
 Smoke:     --variant smoke runs the whole pipeline with tiny nets (2 CNN members, no DNN) on any TIMIT-format
            folder, e.g. the synthesized corpus the tests build (tests/timit_corpus.py): about a minute on 2
