@@ -1,0 +1,60 @@
+"""Figure 5: sweep scheduling, the wall time of an 8-trial sweep against its trials' own time.
+
+Command:   python bench/scheduling.py               (about 2 minutes on 2 cores)
+Measures:  8 mimic students (H=1024, the demo's AdamW settings, 3 epochs over the 38,500-input mnist5k
+           transfer set; random per-member teacher logits, speed only; seeds 0-7) through the project's Tune
+           path, `distill.ray_sweep.sweep_students`, with cpus_per_trial = 1 and concurrency 2 on a local Ray
+           of 2 CPUs (started before the clock). Wall: the whole `sweep_students` call (Tuner start, trial
+           actors, results). Trial time: each row's `wall_seconds` (the trial's `run_student`: training,
+           val and test inference). Ratio = wall / (sum of trial times / 2).
+Target:    ratio <= 1.2.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from common import arguments, load, save, table
+from fixtures import mnist5k, random_logits, student_sweep
+
+from distill import ray_shared, ray_sweep
+
+
+def main() -> None:
+    parser = arguments("scheduling", __doc__)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    splits, transfer = mnist5k()
+    per_member = random_logits(splits, transfer)
+    ray_shared.init(num_cpus=2)
+    sweep = student_sweep("bench-scheduling", args.hidden, args.epochs, tuple(range(args.trials)),
+                          cpus_per_trial=2 / args.concurrency, concurrency=args.concurrency)
+    root = Path(tempfile.mkdtemp(prefix="distill-bench-scheduling-"))
+    start_load = load()
+    t0 = time.perf_counter()
+    frame = ray_sweep.sweep_students(sweep, root, splits, transfer, per_member, log=print)
+    wall = time.perf_counter() - t0
+    assert (frame["status"] == "ok").all(), frame[frame["status"] != "ok"]
+    trial = frame["wall_seconds"].astype(float)
+    ideal = trial.sum() / args.concurrency
+    row = {"trials": len(frame), "concurrency": args.concurrency, "cpus_per_trial": sweep.cpus_per_trial,
+           "wall_s": wall, "sum_trial_s": float(trial.sum()), "ideal_s": float(ideal), "ratio": wall / ideal,
+           "overhead_s": wall - ideal, "mean_trial_s": float(trial.mean()),
+           "mean_train_s": float(frame["train_seconds"].mean()), "load_start": start_load, "load": load()}
+    print(table([row], ["trials", "concurrency", "wall_s", "sum_trial_s", "ideal_s", "ratio", "overhead_s",
+                        "mean_trial_s", "mean_train_s", "load_start", "load"]))
+    save(args.out, {"hidden": args.hidden, "epochs": args.epochs, "row": row,
+                    "trial_seconds": trial.tolist(), "train_seconds": frame["train_seconds"].astype(float).tolist()},
+         " ".join(["python", *sys.argv]))
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
