@@ -30,9 +30,12 @@ from distill import cache, experiment, ray_shared, ray_sweep
 
 
 @ray.remote
-def threads() -> dict:
-    """What a Ray worker's torch starts with: Ray sets OMP_NUM_THREADS to the worker's CPU count."""
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads()}
+class Threads:
+    """A fresh worker process (an actor, so no reused task worker): what its torch starts with. Ray sets
+    OMP_NUM_THREADS to the worker's CPU count; torch reads it when it starts its thread pool."""
+
+    def get(self) -> dict:
+        return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads()}
 
 
 def in_process(sweep, splits, transfer, per_member, threads_: int) -> dict:
@@ -71,7 +74,11 @@ def main() -> None:
     splits, transfer = mnist5k()
     per_member = random_logits(splits, transfer)
     ray_shared.init(num_cpus=2)
-    probe = {c: ray.get(threads.options(num_cpus=c).remote()) for c in args.cpus}
+    probe = {}
+    for c in args.cpus:
+        actor = Threads.options(num_cpus=c).remote()
+        probe[c] = ray.get(actor.get.remote())
+        ray.kill(actor)
     rows = []
     for c in args.cpus:
         sweep = student_sweep("bench-ray", args.hidden, args.epochs, (0,), cpus_per_trial=c, concurrency=1)

@@ -1,7 +1,7 @@
 """Figure 5: sweep scheduling, the wall time of an 8-trial sweep against its trials' own time.
 
 Command:   python bench/scheduling.py               (about 2 minutes on 2 cores)
-Measures:  8 mimic students (H=1024, the demo's AdamW settings, 3 epochs over the 38,500-input mnist5k
+Measures:  8 mimic students (H=1024, the demo's AdamW settings, 10 epochs over the 38,500-input mnist5k
            transfer set; random per-member teacher logits, speed only; seeds 0-7) through the project's Tune
            path, `distill.ray_sweep.sweep_students`, with cpus_per_trial = 1 and concurrency 2 on a local Ray
            of 2 CPUs (started before the clock). Wall: the whole `sweep_students` call (Tuner start, trial
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     splits, transfer = mnist5k()
     per_member = random_logits(splits, transfer)

@@ -143,10 +143,22 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
 
 @torch.no_grad()
 def infer(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The logits (N, C) of a whole split, in eval mode, in batches of `batch_size`."""
+    """The logits (N, C) of a whole split, in eval mode, in batches of `batch_size`.
+
+    Images (N, C, H, W) go through in channels-last layout, conv weights too, and the weights go back to
+    their layout afterwards: oneDNN's NHWC convolutions ran the demo's CNN teacher about 2x faster on the
+    CPU (BENCHMARKS.md, figure 6). A DDP-wrapped model is left as it is: its gradient buckets assume the
+    parameters' layout.
+    """
     was_training = model.training
     model.eval()
-    out = torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    nhwc = x.dim() == 4 and not isinstance(model, nn.parallel.DistributedDataParallel)
+    if nhwc:
+        model.to(memory_format=torch.channels_last)  # only 4-D parameters (conv weights) change
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    out = torch.cat([model(chunk.contiguous(memory_format=layout)) for chunk in x.split(batch_size)])
+    if nhwc:
+        model.to(memory_format=torch.contiguous_format)
     model.train(was_training)
     return out
 

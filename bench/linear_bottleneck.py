@@ -1,7 +1,7 @@
 """Figure 4: the paper's bottleneck claim (section 2.3): a linear bottleneck W = U V of k units makes a wide
 student cheaper to train and to hold, O(k(H + D)) parameters in its first layers instead of O(HD).
 
-Command:   python bench/bottleneck.py               (about 3 minutes on 2 cores)
+Command:   python bench/linear_bottleneck.py               (about 3 minutes on 2 cores)
 Measures:  (a) time and epochs for a wide student (H=8192) to bring the training loss below a threshold,
            without and with a k=250 bottleneck, through `distill.train.fit` (mimic L2, AdamW at lr 1e-3 and
            3e-3, constant lr, batch 128). Data is TIMIT-shaped, D=1845 and C=183, but random: 8,192 inputs
@@ -53,7 +53,7 @@ def to_threshold(history: list[dict], threshold: float) -> tuple[int | None, flo
 
 
 def main() -> None:
-    parser = arguments("bottleneck", __doc__)
+    parser = arguments("linear_bottleneck", __doc__)
     parser.add_argument("--inputs", type=int, default=8192)
     parser.add_argument("--hidden", type=int, default=8192)
     parser.add_argument("--epochs", type=int, default=ADAM.epochs)

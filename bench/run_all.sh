@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md, one after another, then the tables of BENCHMARKS.md rewritten from the JSON.
+#
+# Command:   bash bench/run_all.sh [PYTHON]      (PYTHON defaults to .venv/bin/python, then python3)
+# Time:      about 15 minutes on 2 idle cores (more when other work shares them: each figure records the load).
+# Writes:    bench/results/NAME.json and NAME.log per figure, and the tables between the figure markers of
+#            BENCHMARKS.md (bench/render.py). Run one benchmark alone with `python bench/NAME.py`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+mkdir -p bench/results
+for name in throughput online_teacher linear_bottleneck harvest ray_overhead scheduling; do
+  echo "== $name (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  start=$(date +%s)
+  "$PYTHON" "bench/$name.py" --out "bench/results/$name.json" 2>&1 | tee "bench/results/$name.log" \
+    | grep -E '^\||^wrote|Error|error' || true
+  echo "== $name took $(( $(date +%s) - start )) s"
+done
+"$PYTHON" bench/render.py BENCHMARKS.md
