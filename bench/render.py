@@ -1,7 +1,7 @@
 """Rewrite the tables of BENCHMARKS.md from bench/results/*.json: everything between `<!-- figure:NAME -->` and
 `<!-- /figure:NAME -->` is replaced by NAME's command, machine, load and table; the prose around stays.
 
-Command:   python bench/render.py BENCHMARKS.md     (bench/run_all.sh runs it last)
+Command:   python bench/render.py BENCHMARKS.md [RESULTS_DIR]    (bench/run_all.sh runs it last)
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ def header(r: dict) -> str:
 def throughput(r: dict) -> str:
     peaks = "; ".join(f"{d}: {p['before']['best'] / 1e9:.0f} GFLOP/s before, {p['after']['best'] / 1e9:.0f} after "
                       f"(load {p['before']['load'][0]} / {p['after']['load'][0]})" for d, p in r["matmul"].items())
-    rows = [{**row, "samples/s": row["samples_per_s"], "of peak": row["of_peak"], "load1": row["load"][0]}
+    rows = [{**row, "samples/s": row["samples_per_s"], "of peak": row["of_peak"], "of local": row["of_local_peak"],
+             "load1": row["load"][0]}
             for row in r["rows"]]
     out = f"Matmul 4096^3, best of 5: {peaks}. D={r['d']}, C={r['classes']}.\n\n"
-    out += table(rows, ["H", "k", "batch", "dtype", "samples/s", "GFLOP/s", "of peak", "load1"])
+    out += table(rows, ["H", "k", "batch", "dtype", "samples/s", "GFLOP/s", "of peak", "of local", "load1"])
     if r["fused_vs_foreach"]:
         fused = [{**f, "load1": f["load"][0], "foreach samples/s": f["foreach_samples_per_s"],
                   "fused samples/s": f["fused_samples_per_s"]} for f in r["fused_vs_foreach"]]
@@ -93,11 +94,11 @@ def render(text: str, results: Path) -> str:
     return text
 
 
-def main(path: str) -> None:
+def main(path: str, results: Path = RESULTS) -> None:
     target = Path(path)
-    io.write_bytes(target, render(target.read_text(), RESULTS).encode())
+    io.write_bytes(target, render(target.read_text(), results).encode())
     print(f"rewrote the tables of {target}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(Path(a) for a in sys.argv[2:3]))  # optional: another results directory

@@ -30,6 +30,8 @@ from torch import nn
 from distill import losses, models, train
 from distill.train import TrainConfig
 
+PRECISION = {"fp32": "highest", "tf32": "high", "bf16": "highest"}  # torch.set_float32_matmul_precision
+MATMUL_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 ADAM = TrainConfig(optimizer="adam", lr=1e-4, momentum=0.9, batch_size=128, epochs=3, schedule="constant")
 
 
@@ -57,8 +59,10 @@ def samples_for(flops: int, rate: float, seconds: float, batch: int, max_steps: 
 
 
 def measure(d: int, classes: int, hidden: int, bottleneck: int | None, config: TrainConfig, device: torch.device,
-            dtype: str, seconds: float, rate: float, max_steps: int = 400) -> dict:
-    """Steady-state samples/s of one student through `fit`: random x (N, D), random teacher logits (N, C)."""
+            dtype: str, seconds: float, rate: float, max_steps: int = 400, peak_n: int = 4096) -> dict:
+    """Steady-state samples/s of one student through `fit`: random x (N, D), random teacher logits (N, C).
+    Also the matmul rate measured right before it (`local_peak`): under bursts of load from other work the
+    ratio to it is steadier than the ratio to the run's best."""
     flops = snn_flops(d, hidden, classes, bottleneck)
     n = samples_for(flops["executed"], rate, seconds, config.batch_size, max_steps)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -70,11 +74,13 @@ def measure(d: int, classes: int, hidden: int, bottleneck: int | None, config: T
         model = models.snn((d,), classes, hidden, bottleneck)
     if dtype == "bf16":
         model = Autocast(model, device.type)
+    local = matmul_rate(device, peak_n, reps=2, dtype=MATMUL_DTYPE[dtype])["best"]
     per_epoch, _ = epoch_seconds(model, x, z, losses.mimic_l2, val, config)
     steady = statistics.median(per_epoch[1:])
     return {"H": hidden, "k": bottleneck, "batch": config.batch_size, "dtype": dtype, "samples": n,
             "epoch_s": per_epoch, "samples_per_s": n / steady, "flop_per_s": n / steady * flops["executed"],
-            "flop_per_s_3x": n / steady * flops["convention"], "load": load()}
+            "flop_per_s_3x": n / steady * flops["convention"], "local_peak": local,
+            "of_local_peak": n / steady * flops["executed"] / local, "load": load()}
 
 
 def fused_before_after(d: int, classes: int, hidden: tuple[int, ...], device: torch.device, seconds: float,
@@ -87,17 +93,14 @@ def fused_before_after(d: int, classes: int, hidden: tuple[int, ...], device: to
                             ("fused", contextlib.nullcontext())):
             def run(patch=patch, h=h) -> float:
                 with patch:
-                    return measure(d, classes, h, None, ADAM, device, "fp32", seconds, rate)["samples_per_s"]
+                    return measure(d, classes, h, None, ADAM, device, "fp32", seconds, rate,
+                                   peak_n=512 if rate < 1e9 else 4096)["samples_per_s"]
             runs[name] = run
         got = interleave(runs, repeats)
         before, after = statistics.median(got["foreach"]), statistics.median(got["fused"])
         rows.append({"H": h, "foreach_samples_per_s": before, "fused_samples_per_s": after,
                      "speedup": after / before, "repeats": repeats, "runs": got, "load": load()})
     return rows
-
-
-PRECISION = {"fp32": "highest", "tf32": "high", "bf16": "highest"}  # torch.set_float32_matmul_precision
-MATMUL_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 
 
 def main() -> None:
@@ -132,7 +135,8 @@ def main() -> None:
                 for bottleneck in (None, k):
                     if bottleneck is None and args.plain_max and h > args.plain_max:
                         continue
-                    part.append(measure(d, classes, h, bottleneck, config, device, dtype, args.seconds, rate))
+                    part.append(measure(d, classes, h, bottleneck, config, device, dtype, args.seconds, rate,
+                                        peak_n=n))
                     print(table(part[-1:], ["H", "k", "batch", "dtype", "samples_per_s", "flop_per_s"]), flush=True)
         after = matmul_rate(device, n, dtype=MATMUL_DTYPE[dtype])
         peak = max(before["best"], after["best"])
@@ -150,7 +154,7 @@ def main() -> None:
     for dtype, p in peaks.items():
         print(f"\n{dtype} matmul {n}^3: best {p['before']['best'] / 1e9:.0f} GFLOP/s before, "
               f"{p['after']['best'] / 1e9:.0f} after (load {p['before']['load']} / {p['after']['load']})")
-    print(table(rows, ["H", "k", "batch", "dtype", "samples_per_s", "GFLOP/s", "of_peak", "load"]))
+    print(table(rows, ["H", "k", "batch", "dtype", "samples_per_s", "GFLOP/s", "of_peak", "of_local_peak", "load"]))
     if fused:
         print("\nfused vs foreach AdamW (batch 128, no bottleneck):")
         print(table(fused, ["H", "foreach_samples_per_s", "fused_samples_per_s", "speedup", "load"]))
