@@ -7,7 +7,8 @@ Measures:  `distill.experiment.harvest` (what `distill teachers` runs per member
            members), and GFLOP/s of the convolutions and linear layers. Variants, each on 2 members and
            alternated, 2 rounds: NCHW (`infer` before the channels-last fix in distill/train.py) vs
            channels-last (now), infer's batch size (1024, the default, vs 256 and 4096), torch.compile (its
-           compile time reported apart).
+           compile time reported apart), and 1 torch thread (what `ray_teachers.harvest_task`, a 1-CPU Ray
+           task, gets) instead of all cores.
 Target:    none set by the issue; reported. A useful bar: harvesting takes a small fraction of teacher
            training (an epoch of a member is 3x the forward FLOPs on 38,500 inputs).
 """
@@ -52,6 +53,7 @@ def main() -> None:
     parser = arguments("harvest", __doc__)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variant-members", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--views", type=int, default=10, help="augmented views in the transfer set (the demo's 10)")
     args = parser.parse_args()
     splits, transfer = mnist5k(args.views)
@@ -65,7 +67,7 @@ def main() -> None:
              "load": load()}]
     few = ensemble[: args.variant_members]
     t0 = time.perf_counter()
-    compiled = [torch.compile(m) for m in members(splits, args.variant_members)]
+    compiled = [] if args.no_compile else [torch.compile(m) for m in members(splits, args.variant_members)]
     harvest_seconds(compiled, splits, transfer, 1024)  # compiles (and runs once)
     compile_s = time.perf_counter() - t0
 
@@ -73,13 +75,23 @@ def main() -> None:
         with mock.patch.object(experiment, "infer", infer_nchw):
             return harvest_seconds(few, splits, transfer, batch_size)
 
+    def one_thread() -> float:  # what `ray_teachers.harvest_task` gets: Ray gives its 1-CPU worker 1 thread
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return harvest_seconds(few, splits, transfer, 1024)
+        finally:
+            torch.set_num_threads(before)
+
     variants = {
         "NCHW (before), batch 1024": lambda: nchw(1024),
         "channels-last (now), batch 1024": lambda: harvest_seconds(few, splits, transfer, 1024),
         "channels-last, batch 256": lambda: harvest_seconds(few, splits, transfer, 256),
         "channels-last, batch 4096": lambda: harvest_seconds(few, splits, transfer, 4096),
         "NCHW, batch 4096": lambda: nchw(4096),
-        "channels-last + torch.compile": lambda: harvest_seconds(compiled, splits, transfer, 1024),
+        **({} if args.no_compile else {
+            "channels-last + torch.compile": lambda: harvest_seconds(compiled, splits, transfer, 1024)}),
+        "channels-last, 1 thread (a 1-CPU Ray task)": one_thread,
     }
     got = interleave(variants, args.repeats)
     base = statistics.median(got["NCHW (before), batch 1024"])
