@@ -74,7 +74,8 @@ def scheduling(r: dict) -> str:
     return (f"H={r['hidden']}, {r['epochs']} epochs; trial seconds {', '.join(f'{t:.1f}' for t in r['trial_seconds'])}."
             "\n\n" + table([{**row, "load1 start/end": f"{row['load_start'][0]} / {row['load'][0]}"}],
                            ["trials", "concurrency", "wall_s", "sum_trial_s", "ideal_s", "ratio", "overhead_s",
-                            "mean_trial_s", "mean_train_s", "load1 start/end"]))
+                            "mean_trial_s", "mean_train_s", "to_first_start_s", "after_last_end_s",
+                            "sum_tune_trial_s", "load1 start/end"]))
 
 
 FIGURES: dict[str, Callable[[dict], str]] = {

@@ -12,6 +12,7 @@ Target:    ratio <= 1.2.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -22,6 +23,19 @@ from common import arguments, load, save, table
 from fixtures import mnist5k, random_logits, student_sweep
 
 from distill import ray_shared, ray_sweep
+
+
+def timeline(frame, t0: float, t1: float) -> dict:
+    """Where the wall time went, from each trial's last Tune report (result.json in its trial dir): its
+    `timestamp` (whole seconds, unix) minus `time_total_s` is when the trial started. Returns the seconds
+    from the sweep call to the first trial start, from the last trial end to the call's return, and the
+    per-trial Tune time (time_total_s: the trial function, incl. getting the data) vs its `wall_seconds`."""
+    spans = []
+    for trial_dir in frame["trial_dir"]:
+        last = json.loads(Path(trial_dir, "result.json").read_text().splitlines()[-1])
+        spans.append((last["timestamp"] - last["time_total_s"], last["timestamp"], last["time_total_s"]))
+    return {"to_first_start_s": min(s for s, _, _ in spans) - t0, "after_last_end_s": t1 - max(e for _, e, _ in spans),
+            "sum_tune_trial_s": sum(t for _, _, t in spans)}
 
 
 def main() -> None:
@@ -38,18 +52,20 @@ def main() -> None:
                           cpus_per_trial=2 / args.concurrency, concurrency=args.concurrency)
     root = Path(tempfile.mkdtemp(prefix="distill-bench-scheduling-"))
     start_load = load()
-    t0 = time.perf_counter()
+    t0, unix0 = time.perf_counter(), time.time()
     frame = ray_sweep.sweep_students(sweep, root, splits, transfer, per_member, log=print)
-    wall = time.perf_counter() - t0
+    wall, unix1 = time.perf_counter() - t0, time.time()
     assert (frame["status"] == "ok").all(), frame[frame["status"] != "ok"]
     trial = frame["wall_seconds"].astype(float)
     ideal = trial.sum() / args.concurrency
     row = {"trials": len(frame), "concurrency": args.concurrency, "cpus_per_trial": sweep.cpus_per_trial,
            "wall_s": wall, "sum_trial_s": float(trial.sum()), "ideal_s": float(ideal), "ratio": wall / ideal,
            "overhead_s": wall - ideal, "mean_trial_s": float(trial.mean()),
-           "mean_train_s": float(frame["train_seconds"].mean()), "load_start": start_load, "load": load()}
+           "mean_train_s": float(frame["train_seconds"].mean()), **timeline(frame, unix0, unix1),
+           "load_start": start_load, "load": load()}
     print(table([row], ["trials", "concurrency", "wall_s", "sum_trial_s", "ideal_s", "ratio", "overhead_s",
-                        "mean_trial_s", "mean_train_s", "load_start", "load"]))
+                        "mean_trial_s", "mean_train_s", "to_first_start_s", "after_last_end_s", "sum_tune_trial_s",
+                        "load_start", "load"]))
     save(args.out, {"hidden": args.hidden, "epochs": args.epochs, "row": row,
                     "trial_seconds": trial.tolist(), "train_seconds": frame["train_seconds"].astype(float).tolist()},
          " ".join(["python", *sys.argv]))
