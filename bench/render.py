@@ -35,6 +35,12 @@ def throughput(r: dict) -> str:
                   "fused samples/s": f["fused_samples_per_s"]} for f in r["fused_vs_foreach"]]
         out += "\n\nFused AdamW (now) vs foreach AdamW (before), batch 128, no bottleneck, median of 3 alternated:\n\n"
         out += table(fused, ["H", "foreach samples/s", "fused samples/s", "speedup", "load1"])
+    if r.get("threads"):
+        threads = [{**t, "load1": t["load"][0], "1 thread samples/s": t["one_thread_samples_per_s"],
+                    "all cores samples/s": t["all_threads_samples_per_s"]} for t in r["threads"]]
+        out += "\n\ntorch on 1 thread vs on all cores, no bottleneck, median of 3 alternated:\n\n"
+        out += table(threads, ["H", "batch", "threads", "1 thread samples/s", "all cores samples/s", "all_over_one",
+                               "load1"])
     return out
 
 
@@ -79,8 +85,9 @@ def scheduling(r: dict) -> str:
 
 
 FIGURES: dict[str, Callable[[dict], str]] = {
-    "throughput": throughput, "ray_overhead": ray_overhead, "online_teacher": online_teacher,
-    "linear_bottleneck": linear_bottleneck, "harvest": harvest, "scheduling": scheduling}
+    "throughput": throughput, "throughput_bf16": throughput, "ray_overhead": ray_overhead,
+    "online_teacher": online_teacher, "linear_bottleneck": linear_bottleneck, "harvest": harvest,
+    "scheduling": scheduling}
 
 
 def render(text: str, results: Path) -> str:

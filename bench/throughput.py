@@ -10,7 +10,8 @@ Measures:  samples/s of `distill.train.fit` (the loop every student runs: mimic 
            FLOP/s through the executed matmul FLOPs per sample (bench/common.py: snn_flops) and is divided by
            the fp32 (n x n) @ (n x n) rate measured in the same process before and after. The first epoch
            (allocation, warm-up) is dropped; the median of the others counts. Also: the same steps with the
-           old foreach AdamW (before the fused-optimizer fix in distill/train.py), alternated with fused.
+           old foreach AdamW (before the fused-optimizer fix in distill/train.py), alternated with fused;
+           and torch on 1 thread vs on all cores (H=4096), alternated.
 Target:    fraction of the matmul rate >= 0.6 for H >= 4k.
 """
 
@@ -103,6 +104,29 @@ def fused_before_after(d: int, classes: int, hidden: tuple[int, ...], device: to
     return rows
 
 
+def threads_compare(d: int, classes: int, hidden: int, batches: tuple[int, ...], device: torch.device,
+                    seconds: float, rate: float, repeats: int) -> list[dict]:
+    """samples/s with torch on 1 thread vs on every core, alternated: on a machine shared with other work, the
+    threads of one matmul wait for each other at every barrier, and a descheduled one stalls them all."""
+    rows = []
+    cores = torch.get_num_threads()
+    for batch in batches:
+        config = dataclasses.replace(ADAM, batch_size=batch)
+
+        def run(threads: int, config=config) -> float:
+            torch.set_num_threads(threads)
+            try:
+                return measure(d, classes, hidden, None, config, device, "fp32", seconds, rate,
+                               peak_n=512 if rate < 1e9 else 4096)["samples_per_s"]
+            finally:
+                torch.set_num_threads(cores)
+        got = interleave({"1": lambda run=run: run(1), str(cores): lambda run=run: run(cores)}, repeats)
+        one, all_ = statistics.median(got["1"]), statistics.median(got[str(cores)])
+        rows.append({"H": hidden, "batch": batch, "threads": cores, "one_thread_samples_per_s": one,
+                     "all_threads_samples_per_s": all_, "all_over_one": all_ / one, "runs": got, "load": load()})
+    return rows
+
+
 def main() -> None:
     parser = arguments("throughput", __doc__)
     parser.add_argument("--device", default="cpu")
@@ -151,6 +175,11 @@ def main() -> None:
         fused = fused_before_after(d, classes, tuple(hidden[:1] if args.tiny else (4096, 16384)), device,
                                    args.seconds, 1e8 if args.tiny else peaks[args.dtypes[0]]["peak"],
                                    1 if args.tiny else 3)
+    threads = []
+    if device.type == "cpu" and not args.no_fused_comparison:
+        threads = threads_compare(d, classes, hidden[0] if args.tiny else 4096, tuple(args.batches), device,
+                                  args.seconds, 1e8 if args.tiny else peaks[args.dtypes[0]]["peak"],
+                                  1 if args.tiny else 3)
     for dtype, p in peaks.items():
         print(f"\n{dtype} matmul {n}^3: best {p['before']['best'] / 1e9:.0f} GFLOP/s before, "
               f"{p['after']['best'] / 1e9:.0f} after (load {p['before']['load']} / {p['after']['load']})")
@@ -158,7 +187,12 @@ def main() -> None:
     if fused:
         print("\nfused vs foreach AdamW (batch 128, no bottleneck):")
         print(table(fused, ["H", "foreach_samples_per_s", "fused_samples_per_s", "speedup", "load"]))
-    save(args.out, {"d": d, "classes": classes, "k": k, "matmul": peaks, "rows": rows, "fused_vs_foreach": fused},
+    if threads:
+        print("\n1 thread vs all cores (no bottleneck):")
+        print(table(threads, ["H", "batch", "threads", "one_thread_samples_per_s", "all_threads_samples_per_s",
+                              "all_over_one", "load"]))
+    save(args.out, {"d": d, "classes": classes, "k": k, "matmul": peaks, "rows": rows, "fused_vs_foreach": fused,
+                    "threads": threads},
          " ".join(["python", *sys.argv]))
 
 
