@@ -115,7 +115,15 @@ def arguments(name: str, doc: str) -> argparse.ArgumentParser:
     """A parser with the shared `--out` (the JSON; default bench/results/NAME.json)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json", help="where the JSON goes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, one per core); 1 is steadier on a shared machine")
     return parser
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply --threads before anything is timed (the matmul rate too, so that ratios compare like with like)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def save(path: Path, figures: dict, command: str) -> None:

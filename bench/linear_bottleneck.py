@@ -20,7 +20,7 @@ import dataclasses
 import sys
 
 import torch
-from common import arguments, epoch_seconds, load, save, snn_flops, table
+from common import arguments, epoch_seconds, load, save, set_threads, snn_flops, table
 from fixtures import student_parameters
 
 from distill import losses, models
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     parser.add_argument("--fraction", type=float, default=0.15, help="threshold: this fraction of the zero loss")
     args = parser.parse_args()
+    set_threads(args.threads)
     x, z = timit_like(args.inputs)
     zero = losses.mimic_l2(torch.zeros_like(z), z).item()
     threshold = args.fraction * zero

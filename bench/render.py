@@ -85,7 +85,8 @@ def scheduling(r: dict) -> str:
 
 
 FIGURES: dict[str, Callable[[dict], str]] = {
-    "throughput": throughput, "throughput_bf16": throughput, "ray_overhead": ray_overhead,
+    "throughput": throughput, "throughput_1thread": throughput, "throughput_bf16": throughput,
+    "ray_overhead": ray_overhead,
     "online_teacher": online_teacher, "linear_bottleneck": linear_bottleneck, "harvest": harvest,
     "scheduling": scheduling}
 

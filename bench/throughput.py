@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import statistics
 import sys
 from unittest import mock
 
 import torch
-from common import arguments, epoch_seconds, interleave, load, matmul_rate, save, snn_flops, table
+from common import arguments, epoch_seconds, interleave, load, matmul_rate, save, set_threads, snn_flops, table
 from torch import nn
 
 from distill import losses, models, train
@@ -109,7 +110,7 @@ def threads_compare(d: int, classes: int, hidden: int, batches: tuple[int, ...],
     """samples/s with torch on 1 thread vs on every core, alternated: on a machine shared with other work, the
     threads of one matmul wait for each other at every barrier, and a descheduled one stalls them all."""
     rows = []
-    cores = torch.get_num_threads()
+    cores, current = os.cpu_count() or 1, torch.get_num_threads()
     for batch in batches:
         config = dataclasses.replace(ADAM, batch_size=batch)
 
@@ -119,7 +120,7 @@ def threads_compare(d: int, classes: int, hidden: int, batches: tuple[int, ...],
                 return measure(d, classes, hidden, None, config, device, "fp32", seconds, rate,
                                peak_n=512 if rate < 1e9 else 4096)["samples_per_s"]
             finally:
-                torch.set_num_threads(cores)
+                torch.set_num_threads(current)
         got = interleave({"1": lambda run=run: run(1), str(cores): lambda run=run: run(cores)}, repeats)
         one, all_ = statistics.median(got["1"]), statistics.median(got[str(cores)])
         rows.append({"H": hidden, "batch": batch, "threads": cores, "one_thread_samples_per_s": one,
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--plain-max", type=int, default=None, help="largest H timed without the bottleneck")
     parser.add_argument("--no-fused-comparison", action="store_true")
     args = parser.parse_args()
+    set_threads(args.threads)
     device = torch.device(args.device)
     d, classes, k = (1845, 183, 250) if args.paper else (784, 10, 250)
     hidden = args.hidden or ([8_000, 50_000, 160_000, 400_000] if args.paper else
