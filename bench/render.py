@@ -84,11 +84,17 @@ def scheduling(r: dict) -> str:
                             "sum_tune_trial_s", "load1 start/end"]))
 
 
+def malloc(r: dict) -> str:
+    return (f"Environment of the `keep` runs: {r['env']}.\n\n"
+            + table([{**row, "load1": row["load"][0]} for row in r["rows"]],
+                    ["H", "batch", "default_samples_per_s", "keep_samples_per_s", "speedup", "load1"]))
+
+
 FIGURES: dict[str, Callable[[dict], str]] = {
     "throughput": throughput, "throughput_1thread": throughput, "throughput_bf16": throughput,
     "ray_overhead": ray_overhead,
     "online_teacher": online_teacher, "linear_bottleneck": linear_bottleneck, "harvest": harvest,
-    "scheduling": scheduling}
+    "scheduling": scheduling, "malloc": malloc}
 
 
 def render(text: str, results: Path) -> str:

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 mkdir -p bench/results
-for name in throughput online_teacher harvest ray_overhead scheduling; do
+for name in throughput malloc online_teacher harvest ray_overhead scheduling; do
   echo "== $name (load $(cut -d' ' -f1-3 /proc/loadavg))"
   start=$(date +%s)
   "$PYTHON" "bench/$name.py" --out "bench/results/$name.json" 2>&1 | tee "bench/results/$name.log" \
