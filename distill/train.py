@@ -59,7 +59,7 @@ def optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
     Fused: one kernel updates every parameter, instead of a chain of foreach ops that each read and write
     all the optimizer state. Wide students have tens of millions of parameters and Adam's update is
-    memory-bound: fused AdamW made a 4096-unit student's step 1.3-1.5x faster on 2 CPU cores
+    memory-bound: fused AdamW trained 4k- and 16k-unit students 1.56-1.72x faster on this CPU
     (BENCHMARKS.md, figure 1).
     """
     params = list(params)
