@@ -16,8 +16,9 @@ Time:      not measured here (no GPU in the session that wrote it). Work: 10 tea
 Expected:  the ordering of the paper's Table 1 (core-test PER; recalled, not measured here, check the
            paper: DNN about 21.9%, CNN 19.5%, ensemble of 9 CNNs 18.5%; SNN-MIMIC 21.6% at 8k down to
            20.0% at 400k; SNNs on labels 23.0-23.6%, no better when wider). The paper decodes with an HMM;
-           our PER collapses frame predictions without decoding, so expect higher absolute numbers. Rows carry test_per / val_per (phone error rate, 39 folded
-           phones) and test_fer (folded frame error) beside test_error (183-state frame error).
+           our PER collapses frame predictions without decoding, so expect higher absolute numbers.
+           Rows carry test_per / val_per (phone error rate, 39 folded phones) and test_fer (folded frame
+           error) beside test_error (183-state frame error).
 Smoke:     --variant smoke runs the whole pipeline with tiny nets (2 CNN members, no DNN) on any TIMIT-format
            folder, e.g. the synthesized corpus the tests build (tests/timit_corpus.py): about a minute on 2
            idle cores (2.5 minutes measured on 2 cores shared with other jobs).
