@@ -131,7 +131,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_fits(sweep, splits: data.Splits, device: str | torch.device) -> None:
-    """Refuse a sweep whose largest student cannot train on `device`: its weights, gradients and optimizer
+    """Refuse a sweep whose largest student cannot train on `device`: its weights, gradients, best copy and optimizer
     state (fp32) must fit in 80% of the free memory. Skipped when trials get GPUs this machine lacks."""
     device = torch.device(device)
     if sweep.gpus_per_trial > 0 and device.type != "cuda":
@@ -140,7 +140,8 @@ def check_fits(sweep, splits: data.Splits, device: str | torch.device) -> None:
     for cell in sweep.cells():
         with torch.device("meta"):  # counts parameters without allocating them
             params = models.param_count(build_student(cell, splits))
-        need = params * 4 * (4 if cell.train.optimizer == "adam" else 3)
+        # fp32 weights, gradients, fit's copy of the best weights, and the optimizer's state (Adam: 2, SGD: 1).
+        need = params * 4 * (5 if cell.train.optimizer == "adam" else 4)
         if need > 0.8 * free:
             raise UserError(f"student H={cell.hidden} k={cell.bottleneck} has {params / 1e6:.0f}M parameters and "
                             f"needs about {need / 2**30:.1f} GiB to train, but {device} has {free / 2**30:.1f} GiB "

@@ -128,5 +128,7 @@ def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
 def harvest_task(root: io.Location, data_config, teacher: TeacherConfig, data) -> dict:
     """Harvest on a worker with the member's resources (a GPU where members had one), not on the driver."""
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    # Ray reuses task processes: torch keeps the thread count of the first task the process ran.
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     splits, transfer, _ = ray_shared.get(data, device)
     return cache.harvest(root, data_config, teacher, splits, transfer)
