@@ -358,10 +358,10 @@ def write(results_dir: io.Where) -> io.Location:
     teachers = teacher_errors(root)
     names = sorted(t for t in frame["teacher"].unique() if t) or [""]
     md = [f"# Report: sweep `{name}` on {data}", "",
-          f"Produced by `python -m distill report {root}` from `results.parquet`: {len(raw)} trials, {len(frame)} "
-          "kept (finished; per cell and seed the trial of lowest val error). Errors are test errors in %, mean ± "
-          "sample std over seeds, (n) seeds; a teacher's member row pools its members instead. Sub-ensemble "
-          "errors are n/a: the teacher cache's manifest does not hold them.", "", "## Tables", "",
+          f"Produced by `python -m distill report {results_dir}` from `results.parquet`: {len(raw)} trials, "
+          f"{len(frame)} kept (finished; per cell and seed the trial of lowest val error). Errors are test errors "
+          "in %, mean ± sample std over seeds, (n) seeds; a teacher's member row pools its members instead. "
+          "Sub-ensemble errors are n/a: the teacher cache's manifest does not hold them.", "", "## Tables", "",
           tables(frame, teachers, shape, classes, args), "", "## Capacity curves", ""]
     for t in names:
         path = root / f"capacity-{re.sub(r'[^A-Za-z0-9_]+', '-', t).strip('-') or 'labels'}.png"  # no [:] in files
