@@ -87,8 +87,8 @@ class SweepConfig:
     teacher_concurrency: int | None = None  # members training at once; None: as many as the cluster fits now
     checkpoint_every: int = 1  # epochs between student checkpoints (a retried trial resumes from the last)
     trial_retries: int = 2  # times a trial whose process died is retried from its checkpoint
-    # Where results, caches and checkpoints go. Multi-node: a path every node mounts (EFS/NFS); cloud URIs
-    # (s3://, gs://) are not supported yet, since caches and members are written with local file calls.
+    # Where results, caches and checkpoints go: a local path, or for multi-node runs a bucket URI (s3://, gs://,
+    # distill.io) or a path every node mounts (EFS/NFS).
     storage: str = "~/distill_results"
 
     def cells(self) -> list[StudentConfig]:

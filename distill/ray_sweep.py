@@ -130,10 +130,11 @@ def search_space(sweep: SweepConfig) -> dict:
 def tuner(trainable, name: str, storage: io.Location, space: dict, sweep: SweepConfig, searched: bool,
           progress: Progress) -> tune.Tuner:
     """A new Tuner, or the interrupted one of the same name resumed (finished trials are kept, not re-run)."""
-    path = str(storage / name)
+    run_dir = storage / name
+    path = str(run_dir)
     # A run killed before Tune wrote any trial state has nothing to resume (and may hold a half-written
     # tuner.pkl): it starts afresh.
-    started = bool((storage / name).glob("experiment_state-*.json"))
+    started = bool(run_dir.glob("experiment_state-*.json"))
     if started and tune.Tuner.can_restore(path):
         try:
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -151,8 +152,7 @@ def tuner(trainable, name: str, storage: io.Location, space: dict, sweep: SweepC
                                     max_t=sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
         name=name, storage_path=str(storage), verbose=1, callbacks=[progress],
-        failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
-        ))
+        failure_config=tune.FailureConfig(max_failures=sweep.trial_retries)))
 
 
 TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",

@@ -14,7 +14,6 @@ import math
 import re
 from io import BytesIO
 from numbers import Number
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,7 +72,7 @@ def param_count(arch: str, shape, classes: int, **kw) -> int:
         return models.param_count(models.build(arch, shape, classes, **kw))
 
 
-def teacher_errors(results_dir: str | Path) -> pd.DataFrame:
+def teacher_errors(results_dir: io.Where) -> pd.DataFrame:
     """One row per teacher net and ensemble: teacher (the name students use: 'ecnn[2]', 'ecnn', 'ecnn[:4]'),
     base, kind ("member"/"ensemble"), members, index, test_error, val_error, params, hidden_units, arch (the
     builder) and architecture. Errors come from `cache/<teacher>.json`, sizes from config.json's teachers (an
@@ -380,7 +379,7 @@ def write(results_dir: io.Where) -> io.Location:
     return root / "report.md"
 
 
-def main(results_dir: str | Path) -> int:
+def main(results_dir: io.Where) -> int:
     """`python -m distill report RESULTS_DIR`: write the report and say where it is."""
     print(f"wrote {write(results_dir)}")
     return 0

@@ -92,6 +92,7 @@ def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_
                         student=StudentConfig(hidden=32, train=TrainConfig(lr=0.05, batch_size=8, epochs=40)))
     splits, transfer = experiment.prepare(sweep.data)
     monkeypatch.setattr(ray_sweep, "Progress", KillOnce)
+    monkeypatch.setattr(KillOnce, "killed", [])
     frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print)
     assert KillOnce.killed, "the trial was not killed"
     assert list(frame["status"]) == ["ok"]

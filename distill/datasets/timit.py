@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import soundfile as sf
@@ -146,7 +147,7 @@ def cache_dir() -> Path:
 
 def cache_key(root: str | Path, split: str, utts: list[Utterance]) -> str:
     """Hash of (the copy's resolved path, the split's files with sizes and mtimes, the feature settings)."""
-    files = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns]
+    files = [[str(p.relative_to(root)), (st := p.stat()).st_size, st.st_mtime_ns]
              for u in utts for p in (u.wav, u.phn)]
     return digest({"root": str(Path(root).resolve()), "split": split, "files": files, "settings": SETTINGS})
 
@@ -158,7 +159,7 @@ def cached_extract(root: str | Path, split: str, utts: list[Utterance]) -> dict[
     if pt.exists() and manifest.exists():
         payload = pt.read_bytes()
         if io.sha256(payload) == io.read_json(manifest).get("sha256"):  # a damaged file is recomputed
-            return torch.load(pt, map_location="cpu")["data"]
+            return torch.load(BytesIO(payload), map_location="cpu")["data"]  # the bytes just verified
     t0 = time.perf_counter()
     data = extract(utts)
     seconds = time.perf_counter() - t0
