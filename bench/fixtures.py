@@ -56,3 +56,16 @@ def student_parameters(d: int, hidden: int, classes: int, bottleneck: int | None
         built = models.param_count(models.snn((d,), classes, hidden, bottleneck))
     assert built == models.snn_params(d, hidden, classes, bottleneck)
     return built
+
+
+def sweep_students(sweep: SweepConfig, root, splits: Splits, transfer: TransferSet, per_member: dict, log=print):
+    """The student phase on the given logits (synthetic ones need no teacher cache): every cell through the Ray
+    executor, as `distill sweep` runs them; returns the rows as a DataFrame."""
+    import pandas as pd
+
+    from distill import pipeline, ray_sweep
+
+    jobs = pipeline.jobs(sweep, root, keys={t: "given" for t in per_member})
+    errored = ray_sweep.Executor(sweep, root, splits, transfer, log).run_students(jobs, per_member,
+                                                                                 {j.id: [] for j in jobs})
+    return pd.DataFrame([r for j in jobs for r in pipeline.finished(root, j, sweep.search.samples > 1)] + errored)

@@ -19,8 +19,9 @@ from pathlib import Path
 import psutil
 import ray
 import torch
+from fixtures import sweep_students
 
-from distill import cache, experiment, models, ray_shared, ray_sweep
+from distill import cache, experiment, models, ray_shared
 from distill.config import SearchConfig, load_sweep
 
 
@@ -55,7 +56,7 @@ def main(results_dir: str) -> None:
     shared = sum(a.nbytes for part in (payload["splits"], payload["transfer"]) for a in part.values()
                  if hasattr(a, "nbytes")) + sum(a.nbytes for per in payload["logits"].values() for a in per.values())
     read_cost, copied = ray.get(read_everything.remote(ray.put(payload)))
-    frame = ray_sweep.sweep_students(sweep, bench_root, splits, transfer, per_member, log=print)
+    frame = sweep_students(sweep, bench_root, splits, transfer, per_member, log=print)
     with torch.device("meta"):
         params = models.param_count(experiment.build_student(sweep.cells()[0], splits))
     model = 4 * params * 4  # fp32 weights, gradients, Adam's two moments

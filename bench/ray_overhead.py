@@ -4,7 +4,7 @@ Command:   python bench/ray_overhead.py            (about 3 minutes on 2 cores)
 Measures:  one mimic student (H=2048, the demo's AdamW settings, 2 epochs over the 38,500-input mnist5k
            transfer set; random per-member teacher logits, speed only) trained (a) in this process by
            `distill.experiment.run_student` with torch using c threads, and (b) as a one-trial sweep through
-           `distill.ray_sweep.sweep_students` with cpus_per_trial = c, for c = 1 and 2, alternated, 2 rounds.
+           the Ray executor (`fixtures.sweep_students`) with cpus_per_trial = c, for c = 1 and 2, alternated, 2 rounds.
            Compared: the trial's `train_seconds` (the training loop alone, as the trial reports it) and the
            whole sweep call's wall time (Tuner start-up, trial actor, result collection). Also: the
            OMP_NUM_THREADS and torch.get_num_threads() a Ray worker with c CPUs starts with, before the trial
@@ -24,9 +24,9 @@ from pathlib import Path
 import ray
 import torch
 from common import arguments, interleave, load, save, table
-from fixtures import mnist5k, random_logits, student_sweep
+from fixtures import mnist5k, random_logits, student_sweep, sweep_students
 
-from distill import cache, experiment, ray_shared, ray_sweep
+from distill import cache, experiment, ray_shared
 
 
 @ray.remote
@@ -57,7 +57,7 @@ def in_tune(sweep, splits, transfer, per_member, storage: Path) -> dict:
     """The student as a one-trial sweep through the project's Tune path, in a fresh storage directory."""
     root = Path(tempfile.mkdtemp(dir=storage))
     t0 = time.perf_counter()
-    frame = ray_sweep.sweep_students(sweep, root, splits, transfer, per_member, log=lambda line: None)
+    frame = sweep_students(sweep, root, splits, transfer, per_member, log=lambda line: None)
     row = frame.iloc[0]
     assert row["status"] == "ok", row.get("reason")
     return {"train_seconds": float(row["train_seconds"]), "wall_seconds": time.perf_counter() - t0, "load": load()}

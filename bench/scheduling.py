@@ -3,7 +3,7 @@
 Command:   python bench/scheduling.py               (about 2 minutes on 2 cores)
 Measures:  8 mimic students (H=1024, the demo's AdamW settings, 10 epochs over the 38,500-input mnist5k
            transfer set; random per-member teacher logits, speed only; seeds 0-7) through the project's Tune
-           path, `distill.ray_sweep.sweep_students`, with cpus_per_trial = 1 and concurrency 2 on a local Ray
+           path, the Ray executor (`fixtures.sweep_students`), with cpus_per_trial = 1 and concurrency 2 on a local Ray
            of 2 CPUs (started before the clock). Wall: the whole `sweep_students` call (Tuner start, trial
            actors, results). Trial time: each row's `wall_seconds` (the trial's `run_student`: training,
            val and test inference). Ratio = wall / (sum of trial times / 2).
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import ray
 from common import arguments, load, save, table
-from fixtures import mnist5k, random_logits, student_sweep
+from fixtures import mnist5k, random_logits, student_sweep, sweep_students
 
-from distill import ray_shared, ray_sweep
+from distill import ray_shared
 
 
 def timeline(frame, t0: float, t1: float) -> dict:
@@ -53,7 +53,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="distill-bench-scheduling-"))
     start_load = load()
     t0, unix0 = time.perf_counter(), time.time()
-    frame = ray_sweep.sweep_students(sweep, root, splits, transfer, per_member, log=print)
+    frame = sweep_students(sweep, root, splits, transfer, per_member, log=print)
     wall, unix1 = time.perf_counter() - t0, time.time()
     assert (frame["status"] == "ok").all(), frame[frame["status"] != "ok"]
     trial = frame["wall_seconds"].astype(float)

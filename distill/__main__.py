@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from distill.errors import UserError
@@ -39,47 +40,55 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     try:
-        return dispatch(args)
+        return dispatch(args, argv)
     except UserError as e:
         print(f"distill: error: {e}", file=sys.stderr)
         return 2
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "report":
         from distill import report
 
         return report.main(args.results_dir)
-    from distill import cache, experiment, io, local
-    from distill.config import load_sweep, to_dict
+    from distill import experiment, lease, pipeline, preflight, record
+    from distill.config import load_sweep
 
+    # Everything a user can get wrong is checked before data loads, Ray starts or anything is written.
     sweep = load_sweep(args.sweep, args.variant)
     if args.data_root:
         sweep = dataclasses.replace(sweep, data=dataclasses.replace(sweep.data, root=args.data_root))
-    root = io.location(args.storage or sweep.storage) / sweep.name  # a local path or a URI (s3://, gs://)
+    if args.local and sweep.search.samples > 1:
+        raise UserError(f"sweep {sweep.name!r} searches {sweep.search.samples} samples per cell, which needs Ray "
+                        "Tune: drop --local, or set SearchConfig(samples=1)")
+    device = preflight.device(args.device)
+    address = None if args.local else args.address or os.environ.get("RAY_ADDRESS")
+    preflight.address(address)
+    root = preflight.location(args.storage or sweep.storage) / sweep.name  # a local path or a URI (s3://, gs://)
+    preflight.storage(root)
     # Prepared on the CPU for Ray: trials move it to their device. Bad data paths fail here, before Ray starts.
-    splits, transfer = experiment.prepare(sweep.data, args.device if args.local else "cpu")
-    experiment.check_fits(sweep, splits, args.device)
-    io.write_json(root / "config.json", to_dict(sweep))  # the resolved config, beside every result
-    # For `sweep`, a missing or stale teacher cache fails here, before Ray starts; `run` loads it after training.
-    logits = cache.load_all(root, sweep.data, sweep.teachers) if args.command == "sweep" else None
-    if args.local:
-        students = local.sweep_students
-        if args.command in ("teachers", "run"):
-            local.train_teachers(sweep, root, splits, transfer, print)
-    else:
-        from distill import ray_shared, ray_sweep, ray_teachers
+    splits, transfer = experiment.prepare(sweep.data, device if args.local else "cpu")
+    experiment.check_fits(sweep, splits, device)
+    with lease.hold(root, " ".join(["distill", *argv])):
+        if args.command == "sweep":  # a missing or stale teacher cache fails here, before Ray starts
+            pipeline.jobs(sweep, root)
+        record.write(root, sweep, ["distill", *argv], splits)  # this invocation's own record, never overwritten
+        if args.local:
+            from distill import local
 
-        students = ray_sweep.sweep_students
-        ray_shared.init(args.address)
+            executor = local.Executor(sweep, root, splits, transfer, print)
+        else:
+            from distill import ray_shared, ray_sweep
+
+            ray_shared.init(address)
+            executor = ray_sweep.Executor(sweep, root, splits, transfer, print)
         if args.command in ("teachers", "run"):
-            ray_teachers.train(sweep, root, splits, transfer)
-    if args.command in ("sweep", "run"):
-        if logits is None:
-            logits = cache.load_all(root, sweep.data, sweep.teachers)
-        print(summary(students(sweep, root, splits, transfer, logits, print)))
+            pipeline.teachers(sweep, root, executor, print)
+        if args.command in ("sweep", "run"):
+            print(summary(pipeline.students(sweep, root, executor, print)))
     return 0
 
 

@@ -12,8 +12,6 @@ recipe or a retrained member is a miss, never a stale hit. Loading verifies the 
 
 from __future__ import annotations
 
-from io import BytesIO
-
 import torch
 from torch import nn
 
@@ -29,26 +27,51 @@ def member_dir(root: Where, teacher: str, index: int) -> Location:
     return io.location(root) / "teachers" / teacher / f"member-{index}"
 
 
-def member_result(root: Where, teacher: str, index: int) -> dict | None:
-    """The finished member's result, or None if it has not finished. A damaged member is refused."""
-    d = member_dir(root, teacher, index)
+def data_identity(config: DataConfig) -> dict:
+    """What decides the data a net learns from and is scored on: everything but where the files lie (moving
+    the data, or mounting it elsewhere on a node, changes nothing)."""
+    return {k: v for k, v in to_dict(config).items() if k != "root"}
+
+
+def member_identity(data_config: DataConfig, teacher: TeacherConfig, index: int) -> dict:
+    """What decides member `index`'s weights: the data, the architecture, its training and seed, and how it is
+    sharded (workers). Not its name, the ensemble's size or the resources it ran on."""
+    net = {k: v for k, v in to_dict(teacher).items()
+           if k not in ("name", "members", "cpus_per_worker", "gpus_per_worker")}
+    return {"data": data_identity(data_config), "teacher": net, "index": index}
+
+
+def member_result(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int) -> tuple[dict | None, str]:
+    """(the finished member's result, "") if it was trained as the sweep now asks, else (None, why not).
+    A damaged member is refused."""
+    d = member_dir(root, teacher.name, index)
     if not (d / "result.json").exists():
-        return None
+        return None, "not trained yet"
     result = io.read_json(d / "result.json")
     weights = d / "model.pt"
-    if not weights.exists() or io.sha256(weights.read_bytes()) != result["sha256"]:
+    if not weights.exists() or io.sha256(weights.read_bytes()) != result.get("sha256"):
         raise UserError(f"teacher member {d} is damaged (model.pt missing or does not match result.json): "
                         f"delete {d} and run `distill teachers` again to retrain it")
-    return result
+    changed = differences(result.get("identity", {}), member_identity(data_config, teacher, index))
+    if changed:
+        return None, f"trained with other settings ({', '.join(changed)} changed)"
+    return result, ""
 
 
-def save_member(root: Where, teacher: TeacherConfig, index: int, model: nn.Module, splits: data.Splits,
-                fitted: Fit) -> dict:
+def differences(old: dict, new: dict) -> list[str]:
+    """The flattened keys whose values differ: {'a': {'b': 1}} vs {'a': {'b': 2}} -> ['a.b']."""
+    old, new = experiment.flatten(old), experiment.flatten(new)
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def save_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, model: nn.Module,
+                splits: data.Splits, fitted: Fit) -> dict:
     d = member_dir(root, teacher.name, index)
     payload = io.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
     io.write_bytes(d / "model.pt", payload)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
     result = {"teacher": to_dict(teacher), "index": index, "sha256": io.sha256(payload),
+              "identity": member_identity(data_config, teacher, index),
               "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
               "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
               "resumed_from": fitted.resumed_from}
@@ -64,8 +87,9 @@ def load_member(root: Where, teacher: TeacherConfig, index: int, splits: data.Sp
 
 
 def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str:
-    """Content hash of (data set, split, transfer recipe, each member's weights)."""
-    return digest({"data": to_dict(data_config), "teacher": teacher.name, "members": shas})
+    """Content hash of (data identity, the teacher's settings, each member's weights)."""
+    return digest({"data": data_identity(data_config),
+                   "teacher": member_identity(data_config, teacher, 0)["teacher"], "members": shas})
 
 
 def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
@@ -74,12 +98,12 @@ def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
 
 
 def expected_key(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> str:
-    results = [member_result(root, teacher.name, i) for i in range(teacher.members)]
-    missing = [i for i, r in enumerate(results) if r is None]
+    results = [member_result(root, data_config, teacher, i) for i in range(teacher.members)]
+    missing = [f"{i} ({why})" for i, (r, why) in enumerate(results) if r is None]
     if missing:
-        raise UserError(f"teacher {teacher.name!r} has unfinished members {missing} under {root}: "
+        raise UserError(f"teacher {teacher.name!r} under {root} has members that are not ready: {', '.join(missing)}: "
                         "run `distill teachers SWEEP_FILE` first")
-    return key(data_config, teacher, [r["sha256"] for r in results])
+    return key(data_config, teacher, [r["sha256"] for r, _ in results])
 
 
 def cached(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> bool:
@@ -133,7 +157,7 @@ def load(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> dict[s
     if io.sha256(payload) != manifest.get("sha256"):
         raise UserError(f"logit cache {pt} is corrupt (its sha256 does not match {manifest_path.name}): "
                         f"delete it and {fix}")
-    content = torch.load(BytesIO(payload), map_location="cpu")
+    content = io.load_tensors(payload, pt)
     if content.get("key") != want:
         raise UserError(f"logit cache {pt} does not hold the key its manifest names: delete it and {fix}")
     return content["logits"]

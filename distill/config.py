@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
+import re
 import sys
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,36 +126,165 @@ def digest(obj) -> str:
 def load_sweep(path: str | Path, variant: str = "default") -> SweepConfig:
     """Import a sweep file and call its `get_config(variant)`; every mistake becomes a one-line UserError."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"sweep file {path} is a directory: pass a file in it, like sweeps/demo.py")
     if not path.is_file():
         raise UserError(f"sweep file {path} does not exist: pass a file like sweeps/demo.py")
+    if path.suffix != ".py":
+        raise UserError(f"sweep file {path} is not a Python file: pass a .py file like sweeps/demo.py")
     spec = importlib.util.spec_from_file_location(f"distill_sweep_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise UserError(f"sweep file {path} failed to import: {type(e).__name__}: {e}") from None
+    _run(path, "failed to import", "while importing", lambda: spec.loader.exec_module(module))
     sys.modules.pop(spec.name, None)
     if not callable(getattr(module, "get_config", None)):
         raise UserError(f"sweep file {path} has no get_config(variant) function: add one returning a SweepConfig")
-    try:
-        config = module.get_config(variant)
-    except Exception as e:
-        raise UserError(f"{path}: get_config({variant!r}) failed: {type(e).__name__}: {e}") from None
+    config = _run(path, f"get_config({variant!r}) failed", f"in get_config({variant!r})",
+                  lambda: module.get_config(variant))
     if not isinstance(config, SweepConfig):
         raise UserError(f"{path}: get_config({variant!r}) returned {type(config).__name__}, not a SweepConfig")
     validate(config)
     return config
 
 
+def _run(path: Path, failed: str, during: str, call):
+    """`call()`, with whatever the sweep file raises as one line; only Ctrl-C goes through as it is."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as e:  # would end the command silently, or with the sweep file's status
+        raise UserError(f"sweep file {path} called sys.exit({e.code!r}) {during}: a sweep file must only define "
+                        "get_config(variant) and return a SweepConfig from it") from None
+    except BaseException as e:
+        detail = " ".join(str(e).split())  # one line, however the message is worded
+        raise UserError(f"sweep file {path}: {failed}: {type(e).__name__}{': ' + detail if detail else ''}") from None
+
+
+# Allowed values of numeric settings, by "Class.field" (None, where a field allows it, is always allowed).
+POSITIVE, NON_NEGATIVE, AT_LEAST_1 = (lambda v: v > 0, "> 0"), (lambda v: v >= 0, ">= 0"), (lambda v: v >= 1, ">= 1")
+LOG_RANGE = (lambda r: 0 < r[0] <= r[1], "a range (lo, hi) with 0 < lo <= hi (it is searched log-uniformly)")
+RANGES = {
+    "DataConfig.val_size": AT_LEAST_1, "DataConfig.views": NON_NEGATIVE, "DataConfig.shift": NON_NEGATIVE,
+    "TeacherConfig.members": AT_LEAST_1, "TeacherConfig.workers": AT_LEAST_1,
+    "TeacherConfig.cpus_per_worker": POSITIVE, "TeacherConfig.gpus_per_worker": NON_NEGATIVE,
+    "StudentConfig.temperature": POSITIVE,
+    "TrainConfig.lr": POSITIVE, "TrainConfig.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "TrainConfig.weight_decay": NON_NEGATIVE, "TrainConfig.batch_size": AT_LEAST_1, "TrainConfig.epochs": AT_LEAST_1,
+    "TrainConfig.patience": NON_NEGATIVE,
+    "SearchConfig.samples": AT_LEAST_1, "SearchConfig.lr": LOG_RANGE, "SearchConfig.weight_decay": LOG_RANGE,
+    "SearchConfig.momentum": (lambda r: 0 <= r[0] <= r[1] < 1, "a range (lo, hi) with 0 <= lo <= hi < 1"),
+    "SearchConfig.grace_epochs": AT_LEAST_1, "SearchConfig.concurrency": AT_LEAST_1,
+    "SweepConfig.cpus_per_trial": POSITIVE, "SweepConfig.gpus_per_trial": NON_NEGATIVE,
+    "SweepConfig.teacher_concurrency": AT_LEAST_1, "SweepConfig.checkpoint_every": AT_LEAST_1,
+    "SweepConfig.trial_retries": NON_NEGATIVE,
+}
+KINDS = {int: ("an int", "ints"), float: ("a number", "numbers"), str: ("a string", "strings"),
+         bool: ("True or False", "bools"), type(None): ("None", "None")}
+
+
+def _fits(value, hint) -> bool:
+    """Whether `value` has the annotated type `hint` (bool is not an int here; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if hint in (int, float):
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if args[-1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(_fits, value, args))
+    if origin is Mapping:
+        return isinstance(value, Mapping) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    return isinstance(value, hint)
+
+
+def _kind(hint, plural: bool = False) -> str:
+    """`hint` in words: 'a tuple of ints or None'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_kind(a, plural) for a in args)
+    if origin is tuple:
+        return f"a tuple of {_kind(args[0], True)}" if args[-1] is Ellipsis else f"a tuple of {len(args)} numbers"
+    if origin is Mapping or hint is Mapping:
+        return "a dict" + (f" of {_kind(args[0], True)} to {_kind(args[1], True)}" if args else "")
+    return KINDS.get(hint, (f"a {hint.__name__}", f"{hint.__name__}s"))[plural]
+
+
+def _show(value) -> str:
+    """'the string '64'': a value and its type, short enough for one line."""
+    text = repr(value)
+    kind = {str: "string", bool: "bool"}.get(type(value), type(value).__name__)
+    return f"the {kind} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _fix(value, hint, name: str) -> str:
+    """': write hidden=(64,)' where a string or a single value stands for what `hint` wants, else ''."""
+    try:
+        value = ast.literal_eval(value) if isinstance(value, str) else value
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    for fixed in (value, (value,), tuple(value) if isinstance(value, list) else None):
+        if fixed is not None and _fits(fixed, hint):
+            return f": write {name}={fixed!r}"
+    return ""
+
+
+def _walk(obj, where: str) -> None:
+    """The type, finiteness and range of every field of the dataclass `obj`, and of the dataclasses in it."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint, at = getattr(obj, f.name), hints[f.name], f"{where}.{f.name}"
+        if not _fits(value, hint):
+            raise UserError(f"{at} must be {_kind(hint)}, got {_show(value)}{_fix(value, hint, f.name)}")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
+            raise UserError(f"{at} must be finite, got {value!r}")
+        ok, allowed = RANGES.get(f"{type(obj).__name__}.{f.name}", (None, ""))
+        if ok is not None and value is not None and not ok(value):
+            raise UserError(f"{at} must be {allowed}, got {value!r}")
+        items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, tuple) else ()
+        for key, item in [(None, value), *items]:
+            if dataclasses.is_dataclass(item):
+                _walk(item, at if key is None else f"{at}[{key!r}]")
+
+
+def _check_name(what: str, name: str, allowed: str = "A-Za-z0-9._-") -> None:
+    """A name that becomes a folder must be one safe path component on every file system and bucket."""
+    if not re.fullmatch(f"[{allowed}]{{1,100}}", name) or name in (".", ".."):
+        shown = repr(name) if len(name) <= 100 else f"of {len(name)} characters"
+        raise UserError(f"{what} {shown} must be 1 to 100 characters from {allowed}, not '.' or '..': "
+                        "it names a folder")
+
+
+def _once(what: str, values, fix: str) -> None:
+    seen = []  # a list: grid values need not be hashable to be compared
+    for v in values:
+        if v in seen:
+            raise UserError(f"{what} has {v!r} twice: {fix}")
+        seen.append(v)
+
+
 def validate(config: SweepConfig) -> None:
     """Check what can be checked before any training starts."""
     from distill import data, models, teachers
 
+    _walk(config, "SweepConfig")
+    _check_name("sweep name", config.name)
+    for t in config.teachers:  # teachers.NAME: no '.' (students name members as ecnn[2], ecnn[:4])
+        _check_name("teacher name", t.name, "A-Za-z0-9_-")
+    _once("SweepConfig.teachers", [t.name for t in config.teachers], "give each teacher its own name")
+    for axis in ("hidden", "bottleneck", "targets", "student_teachers", "seeds"):
+        _once(f"SweepConfig.{axis}", getattr(config, axis),
+              "list each value once (a repeat trains the same students again)")
     if importlib.util.find_spec(data.module_name(config.data.name)) is None:
         raise UserError(f"unknown data set {config.data.name!r}: use one of {', '.join(data.available())}")
     for t in config.targets:
         if t not in TARGETS:
             raise UserError(f"unknown target {t!r}: use one of {', '.join(TARGETS)}")
+    for t in config.target_train:
+        if t not in TARGETS:
+            raise UserError(f"unknown target {t!r} in target_train: use one of {', '.join(TARGETS)}")
     names = [t.name for t in config.teachers]
     trains = [t.train for t in config.teachers] + [config.student.train, *config.target_train.values()]
     for train in trains:

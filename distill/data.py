@@ -95,7 +95,15 @@ def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
         inspect.signature(module.load).bind(root, **(args or {}))
     except TypeError as e:
         raise UserError(f"bad data set arguments {args} for {name!r}: {e}") from None
-    raw = module.load(root, **(args or {}))
+    try:
+        raw = module.load(root, **(args or {}))
+    except UserError:
+        raise
+    except Exception as e:  # a file the data set's reader chokes on: truncated, corrupted, another format
+        detail = " ".join(str(e).split())[:300]  # one line, however the reader words it
+        raise UserError(f"data set {name!r} could not be read from {root or 'its default directory'} "
+                        f"({type(e).__name__}{': ' + detail if detail else ''}): its files are damaged or not "
+                        "what it expects; replace them (or delete them and download them again)") from None
     gen = torch.Generator().manual_seed(seed)
     x, y = raw.train_x, raw.train_y
     order = torch.randperm(len(x), generator=gen)

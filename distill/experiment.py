@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import psutil
 import torch
 from torch import nn
 
-from distill import data, losses, models, speech
+from distill import data, io, losses, models, speech
 from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
 from distill.errors import UserError
-from distill.train import Fit, Report, agreement, error, fit, infer, logit_rmse
+from distill.train import Diverged, Fit, Report, agreement, error, fit, infer, logit_rmse
 
 SPLITS = ("transfer", "val", "test")
 
@@ -82,6 +83,13 @@ def build_student(cell: StudentConfig, splits: data.Splits) -> nn.Module:
                         bottleneck=cell.bottleneck, **cell.arch_args)
 
 
+def cell_columns(cell: StudentConfig) -> dict:
+    """A row's settings: one column per setting of the resolved student config, the seed once (`seed`)."""
+    columns = flatten(to_dict(cell))
+    columns["seed"] = columns.pop("train.seed")
+    return columns
+
+
 def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
                 teacher: dict[str, torch.Tensor] | None, reference: dict[str, torch.Tensor] | None,
                 report: Report | None = None, resume: dict | None = None) -> dict:
@@ -95,7 +103,7 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     t0 = time.perf_counter()
     result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
-    row = {**flatten(to_dict(cell)), "params": models.param_count(model), "transfer_size": len(x),
+    row = {**cell_columns(cell), "status": "ok", "params": models.param_count(model), "transfer_size": len(x),
            "val_error": error(val, splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,
@@ -104,6 +112,37 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
         row["test_agreement"] = agreement(test, reference["test"])
         row["test_logit_rmse"] = logit_rmse(test, reference["test"])
     return {**row, **speech_scores(splits, {"val": val, "test": test})}
+
+
+def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
+                  teacher: dict[str, torch.Tensor] | None, reference: dict[str, torch.Tensor] | None,
+                  trial_dir: io.Location, checkpoint_every: int = 1,
+                  on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """One student in its own directory: resumed from its checkpoint there (state.pt) if it has one,
+    checkpointed every `checkpoint_every` epochs, its row written there last (row.json marks it done).
+
+    A diverged trial is finished too: its row has status "failed" and the reason, and no scores. `on_epoch`
+    gets each epoch's metrics (the Ray adapter forwards them to Tune)."""
+    saved = trial_dir / "state.pt"
+    resume = io.torch_load(saved, map_location=splits.train_x.device) if saved.exists() else None
+    private = psutil.Process().memory_full_info().uss  # the process's own memory before this trial's
+
+    def report(metrics: dict, state: Callable[[], dict]) -> None:
+        if metrics["epoch"] % checkpoint_every == 0:
+            io.write_bytes(saved, io.torch_bytes(state()))
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    try:
+        row = run_student(cell, splits, transfer, teacher, reference, report, resume)
+        # What this trial added to its process (model, optimizer, batches, allocator caches, and any private
+        # copy of the shared data, which should be none): the figure the memory benchmark sums over trials.
+        row["trial_private_mib"] = (psutil.Process().memory_full_info().uss - private) / 2**20
+    except Diverged as e:
+        row = {**cell_columns(cell), "status": "failed", "reason": str(e)}
+    row["trial_dir"] = str(trial_dir)
+    io.write_json(trial_dir / "row.json", row)
+    return row
 
 
 def speech_scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:

@@ -9,18 +9,23 @@ storage_path, so Tune's files and ours land side by side, and every node of a cl
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import functools
 import hashlib
 import io
 import json
 import os
+import pickle
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import torch
+
+from distill.errors import UserError
 
 UMASK = os.umask(0o022)
 os.umask(UMASK)
@@ -111,8 +116,13 @@ class Location:
                     self.fs.delete_file(tmp)
                 raise
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=f".{self.name}.", suffix=".tmp")
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.name}.", suffix=".tmp")
+        except OSError as e:
+            full(e, folder, len(payload))
+            raise
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
@@ -120,9 +130,20 @@ class Location:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; results are meant to be shared
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as e:
             os.unlink(tmp)
+            if isinstance(e, OSError):
+                full(e, folder, len(payload))
             raise
+
+
+def full(e: OSError, folder: str, size: int) -> None:
+    """A full disk or quota is the user's to fix: one line with the place, the free space and the need."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(folder).free
+        raise UserError(f"no space left in {folder} ({free / 2**20:.1f} MiB free, {size / 2**20:.1f} MiB to write): "
+                        "free some space or pass --storage on a larger disk, then run the same command again "
+                        "(finished work is kept)") from None
 
 
 Where = str | os.PathLike | Location  # what functions that read or write a sweep's files accept
@@ -143,6 +164,12 @@ def location(where: Where) -> Location:
         return Location(None, os.path.abspath(os.path.expanduser(rest if sep else where)))
     rest, _, query = rest.partition("?")
     bucket = rest.split("/", 1)[0]
+    secret = [k for k in ("access_key", "secret_key", "session_token") if f"{k}=" in query]
+    if "@" in bucket or secret:
+        raise UserError(f"the storage URI {scheme}://{bucket.rpartition('@')[2]}/... carries credentials "
+                        f"({', '.join(secret) or 'a user:password@ part'}), which would show in every log and "
+                        "record: give them through the environment (AWS_ACCESS_KEY_ID, ...), ~/.aws or an instance "
+                        "profile instead")
     fs = _filesystem(f"{scheme}://{bucket}" + (f"?{query}" if query else ""))
     return Location(fs, rest, query, scheme)
 
@@ -156,7 +183,12 @@ def write_json(path: Where, obj) -> None:
 
 
 def read_json(path: Where):
-    return json.loads(location(path).read_text())
+    """The JSON object in `path`; a damaged file is a one-line UserError that names it."""
+    try:
+        return json.loads(location(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}): it was damaged or half-written; delete it or restore "
+                        "it from a copy, and run the command that writes it again") from None
 
 
 def torch_bytes(obj) -> bytes:
@@ -165,8 +197,20 @@ def torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
-def torch_load(path: Where, map_location="cpu", weights_only: bool = True):
-    return torch.load(io.BytesIO(location(path).read_bytes()), map_location=map_location, weights_only=weights_only)
+def torch_load(path: Where, map_location="cpu"):
+    return load_tensors(location(path).read_bytes(), path, map_location)
+
+
+def load_tensors(payload: bytes, name, map_location="cpu"):
+    """What `torch_bytes` wrote: tensors in plain containers. Only weights load (`weights_only=True`): a file
+    crafted to run code on unpickling is refused, whoever could write the storage."""
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"refused to load {name}: it holds more than tensors and plain values ({reason}), so loading "
+                        "it could run code; if you did not put it there, someone with write access to the storage "
+                        "did: delete it (its work is redone) and check who can write there") from None
 
 
 def sha256(payload: bytes) -> str:

@@ -1,46 +1,39 @@
-"""Run a whole sweep in this process, without Ray: teachers, harvest, students, one after another.
+"""The in-process executor (`--local`): the pipeline's member and student jobs, one after another, without Ray.
 
-For debugging and for machines without a Ray cluster; the Ray adapters run the same steps in parallel.
+For debugging and for machines without a Ray cluster. Every student keeps its checkpoint and writes its row in
+its own trial directory as it finishes, exactly as a Ray trial does, so an interrupted local sweep (Ctrl-C, a
+full disk) keeps what finished and a re-run resumes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from distill import cache, experiment, io, results
-from distill.config import SweepConfig
+from distill import cache, experiment, io, pipeline
+from distill.config import SweepConfig, TeacherConfig
 
 
-def train_teachers(sweep: SweepConfig, root: io.Where, splits, transfer, log: Callable[[str], None]) -> None:
-    """Train every unfinished member, then harvest every teacher whose cache is missing or stale."""
-    for teacher in sweep.teachers:
-        for i in range(teacher.members):
-            if cache.member_result(root, teacher.name, i) is not None:
-                log(f"teacher {teacher.name}[{i}]: done before, skipped")
-                continue
-            model, fitted = experiment.train_member(teacher, i, splits, transfer)
-            result = cache.save_member(root, teacher, i, model, splits, fitted)
-            log(f"teacher {teacher.name}[{i}]: test error {result['test_error']:.4f} ({result['seconds']:.0f} s)")
-        if cache.cached(root, sweep.data, teacher):
-            log(f"teacher {teacher.name}: logits cached before, not harvested again")
-            continue
-        manifest = cache.harvest(root, sweep.data, teacher, splits, transfer)
-        log(f"teacher {teacher.name}: ensemble test error {manifest['ensemble']['test_error']:.4f}, "
-            f"harvested {manifest['shapes']['transfer'][1]} transfer inputs")
+class Executor:
+    def __init__(self, sweep: SweepConfig, root: io.Where, splits, transfer, log: pipeline.Log = print):
+        self.sweep, self.root, self.splits, self.transfer, self.log = sweep, io.location(root), splits, transfer, log
 
+    def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None:
+        for teacher, i in pending:
+            model, fitted = experiment.train_member(teacher, i, self.splits, self.transfer)
+            result = cache.save_member(self.root, self.sweep.data, teacher, i, model, self.splits, fitted)
+            self.log(f"teacher {teacher.name}[{i}]: test error {result['test_error']:.4f} ({result['seconds']:.0f} s)")
 
-def sweep_students(sweep: SweepConfig, root: io.Where, splits, transfer, per_member: dict,
-                   log: Callable[[str], None] = print):
-    """Every cell once, with its config's settings (no search), one after another."""
-    members = {t.name: t.members for t in sweep.teachers}
-    device = splits.train_x.device
-    per_member = {t: {s: v.to(device) for s, v in per.items()} for t, per in per_member.items()}
-    rows = []
-    cells = sweep.cells()
-    for n, cell in enumerate(cells, 1):
-        row = experiment.run_student(cell, splits, transfer, cache.teacher_logits(per_member, members, cell.teacher),
-                                     cache.teacher_logits(per_member, members, sweep.reference(cell)))
-        rows.append({"seed": cell.train.seed, **row, "status": "ok"})
-        log(f"student {n}/{len(cells)}: {cell.target} H={cell.hidden} k={cell.bottleneck} "
-            f"seed={cell.train.seed}: test error {row['test_error']:.4f}")
-    return results.write(root, rows)
+    def harvest(self, teacher: TeacherConfig) -> dict:
+        return cache.harvest(self.root, self.sweep.data, teacher, self.splits, self.transfer)
+
+    def run_students(self, jobs: list[pipeline.Job], per_member: dict, done: dict[str, list[dict]]) -> list[dict]:
+        """Every job once with its config's settings: a search (samples > 1) needs Ray Tune."""
+        members = {t.name: t.members for t in self.sweep.teachers}
+        device = self.splits.train_x.device
+        per_member = {t: {s: v.to(device) for s, v in per.items()} for t, per in per_member.items()}
+        for n, job in enumerate(jobs, 1):
+            row = experiment.student_trial(
+                job.cell, self.splits, self.transfer, cache.teacher_logits(per_member, members, job.teacher),
+                cache.teacher_logits(per_member, members, job.reference), pipeline.trial_dir(self.root, job),
+                self.sweep.checkpoint_every)
+            score = f"test error {row['test_error']:.4f}" if row["status"] == "ok" else row["reason"]
+            self.log(f"student {n}/{len(jobs)}: {job.id}: {score}")
+        return []

@@ -1,11 +1,11 @@
-"""Ray Train adapter: train the teacher ensembles, members in parallel, then harvest their logits.
+"""Ray Train adapter: train teacher members in parallel, and harvest their logits.
 
 Each member is its own Ray Train run (a TorchTrainer with `workers` data-parallel workers) that
 checkpoints every epoch and, when a worker dies, restarts from its last checkpoint. Members run
 concurrently as trials of one Ray Tune grid, so the cluster's free resources decide how many train at
-once (one GPU each on a GPU cluster). Finished members (their result.json) are never retrained, and a
-teacher whose logit cache matches its members is never harvested again. The training itself is
-`distill.experiment`; this module only places it on the cluster.
+once (one GPU each on a GPU cluster). Which members are pending and which caches are stale is the
+pipeline's decision (`distill.pipeline`); the training itself is `distill.experiment`; this module only
+places them on the cluster.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ray.train.torch import TorchTrainer, get_device, prepare_model
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from distill import cache, experiment, io, losses, ray_shared
-from distill.config import SweepConfig, TeacherConfig
+from distill.config import DataConfig, SweepConfig, TeacherConfig, digest
 from distill.errors import UserError
 from distill.train import fit
 
@@ -42,7 +42,7 @@ def member_loop(config: dict) -> None:
     resume = None
     if (checkpoint := ray.train.get_checkpoint()) is not None:
         with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / "state.pt", map_location=get_device(), weights_only=False)
+            resume = io.torch_load(Path(d) / "state.pt", map_location=get_device())  # weights only
 
     def report(row: dict, state: Callable[[], dict]) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -55,62 +55,50 @@ def member_loop(config: dict) -> None:
     result = fit(model, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), train, report, resume)
     if rank == 0:
         plain = getattr(model, "module", model)  # unwrap DDP
-        cache.save_member(config["root"], teacher, index, plain, splits, result)
+        cache.save_member(config["root"], config["data_config"], teacher, index, plain, splits, result)
 
 
-def member_trial(config: dict, data, root: str, retries: int) -> None:
-    """A Tune trial that drives one member's TorchTrainer; its metrics stream to Tune."""
+def member_trial(config: dict, data, root: str, data_config: DataConfig, retries: int) -> None:
+    """A Tune trial that drives one member's TorchTrainer; its metrics stream to Tune.
+
+    The Ray Train run is named by the member's identity: a member retrained with other settings never resumes
+    from a checkpoint of the old ones."""
     teacher, index = config["member"]
+    identity = digest(cache.member_identity(data_config, teacher, index))[:8]
     trainer = TorchTrainer(
         member_loop,
-        train_loop_config={"teacher": teacher, "index": index, "data": data, "root": root},
+        train_loop_config={"teacher": teacher, "index": index, "data": data, "root": root, "data_config": data_config},
         scaling_config=ScalingConfig(
             num_workers=teacher.workers, use_gpu=teacher.gpus_per_worker > 0,
             resources_per_worker={"CPU": teacher.cpus_per_worker, "GPU": teacher.gpus_per_worker}),
         run_config=RunConfig(
-            name=f"{teacher.name}-member-{index}", storage_path=str(io.location(root) / "ray"),
+            name=f"{teacher.name}-member-{index}-{identity}", storage_path=str(io.location(root) / "ray"),
             failure_config=FailureConfig(max_failures=retries),
             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]))
     trainer.fit()
 
 
-def train(sweep: SweepConfig, root: io.Where, splits, transfer, retries: int = 3,
-          log: Callable[[str], None] = print) -> None:
-    """Train every unfinished member of every teacher through Ray Train, then harvest what changed."""
-    root = io.location(root)
-    pending = [(t, i) for t in sweep.teachers for i in range(t.members)
-               if cache.member_result(root, t.name, i) is None]
-    done = sum(t.members for t in sweep.teachers) - len(pending)
-    if done:
-        log(f"teachers: {done} members finished before, not retrained")
-    data = ray_shared.put(splits, transfer)
-    if pending:
-        t0 = time.perf_counter()
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(member_trial, data=data, root=str(root), retries=retries),
-                                {"cpu": 0.01}),  # the trial only waits on its TorchTrainer, which holds resources
-            param_space={"member": tune.grid_search(pending)},
-            # Each waiting member trial is a process with torch loaded: do not start more than can train.
-            tune_config=tune.TuneConfig(max_concurrent_trials=sweep.teacher_concurrency or concurrency(pending)),
-            run_config=tune.RunConfig(name=f"teachers-{int(time.time())}", storage_path=str(root / "ray"),
-                                      verbose=1))
-        grid = tuner.fit()
-        failed = [str(r.error).splitlines()[0] for r in grid if r.error is not None]
-        if failed:
-            raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
-        log(f"teachers: trained {len(pending)} members in {time.perf_counter() - t0:.0f} s")
-    for teacher in sweep.teachers:
-        results = [cache.member_result(root, teacher.name, i) for i in range(teacher.members)]
-        errors = ", ".join(f"{r['test_error']:.4f}" for r in results)
-        log(f"teacher {teacher.name}: member test errors {errors}")
-        if cache.cached(root, sweep.data, teacher):
-            log(f"teacher {teacher.name}: logits cached before, not harvested again")
-            continue
-        resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
-        manifest = ray.get(harvest_task.options(**resources).remote(root, sweep.data, teacher, data))
-        log(f"teacher {teacher.name}: ensemble test error {manifest['ensemble']['test_error']:.4f} "
-            f"(median member {sorted(m['test_error'] for m in manifest['members'])[teacher.members // 2]:.4f}); "
-            f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
+def train_members(sweep: SweepConfig, root: io.Location, pending: list[tuple[TeacherConfig, int]], data,
+                  retries: int = 3) -> None:
+    """Train the pending members through Ray Train, as many at once as the cluster fits."""
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(member_trial, data=data, root=str(root), data_config=sweep.data,
+                                                 retries=retries),
+                            {"cpu": 0.01}),  # the trial only waits on its TorchTrainer, which holds resources
+        param_space={"member": tune.grid_search(pending)},
+        # Each waiting member trial is a process with torch loaded: do not start more than can train.
+        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.teacher_concurrency or concurrency(pending)),
+        run_config=tune.RunConfig(name=f"teachers-{int(time.time())}", storage_path=str(root / "ray"), verbose=1))
+    grid = tuner.fit()
+    failed = [str(r.error).splitlines()[0] for r in grid if r.error is not None]
+    if failed:
+        raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
+
+
+def harvest(root: io.Location, data_config: DataConfig, teacher: TeacherConfig, data) -> dict:
+    """Harvest `teacher` in a task with its members' resources (a GPU where members had one)."""
+    resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
+    return ray.get(harvest_task.options(**resources).remote(root, data_config, teacher, data))
 
 
 def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:

@@ -75,11 +75,12 @@ def param_count(arch: str, shape, classes: int, **kw) -> int:
 def teacher_errors(results_dir: io.Where) -> pd.DataFrame:
     """One row per teacher net and ensemble: teacher (the name students use: 'ecnn[2]', 'ecnn', 'ecnn[:4]'),
     base, kind ("member"/"ensemble"), members, index, test_error, val_error, params, hidden_units, arch (the
-    builder) and architecture. Errors come from `cache/<teacher>.json`, sizes from config.json's teachers (an
-    ensemble's are its members' sum). A sub-ensemble that students used has unknown (NaN) errors: the
-    manifest does not hold them, and the test labels that computing them needs are not stored here."""
+    builder) and architecture. Errors come from `cache/<teacher>.json`, sizes from the teachers of the sweep
+    config in results.json (an ensemble's are its members' sum). A sub-ensemble that students used has unknown
+    (NaN) errors: the manifest does not hold them, and the test labels that computing them needs are not stored
+    here."""
     root = io.location(results_dir)
-    config = io.read_json(root / "config.json") if (root / "config.json").exists() else {}
+    config = results.config(root)
     shape, classes = DATA.get(config.get("data", {}).get("name"), (None, None))
     used = results.load(root)["teacher"].unique() if (root / "results.parquet").exists() else []
     rows = []
@@ -347,7 +348,7 @@ def write(results_dir: io.Where) -> io.Location:
     frame = select(raw)
     if frame.empty:
         raise UserError(f"no finished trial in {root / 'results.parquet'}: nothing to report")
-    config = io.read_json(root / "config.json") if (root / "config.json").exists() else {}
+    config = results.config(root)
     data, name = config.get("data", {}).get("name", "unknown data"), config.get("name", root.name)
     shape, classes = DATA.get(data, (None, None))
     student, args = config.get("student", {}), config.get("student", {}).get("arch_args", {})

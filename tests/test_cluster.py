@@ -90,11 +90,58 @@ def test_cluster_yaml_installs_the_project_and_starts_ray_with_token_auth(cluste
     assert "'.[cluster]'" in install[0] and "-e" in install[0].split()
     head = " ".join(c["head_start_ray_commands"])
     for flag in ("ray start --head", "--port=6379", "--autoscaling-config=~/ray_bootstrap_config.yaml",
-                 "--dashboard-host=0.0.0.0", "RAY_AUTH_MODE=token"):
+                 "RAY_AUTH_MODE=token"):
         assert flag in head, flag
     worker = " ".join(c["worker_start_ray_commands"])
     assert "ray start --address=$RAY_HEAD_IP:6379" in worker and "RAY_AUTH_MODE=token" in worker
     assert any("boto3" in cmd for cmd in c["head_setup_commands"]), "the autoscaler on the head needs boto3"
+
+
+def all_commands(c: dict) -> list[str]:
+    keys = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+            "head_start_ray_commands", "worker_start_ray_commands")
+    return [cmd for key in keys for cmd in c.get(key) or ()]
+
+
+def test_cluster_yaml_gives_workers_a_least_privilege_instance_profile(cluster_config):
+    """Trials run on the workers: they get their own profile (the results bucket only, docs/cluster.md), never
+    the head's `ray-autoscaler-v1`, which has full EC2 and S3 access to the whole account."""
+    c = cluster_config
+    workers = {n: t for n, t in c["available_node_types"].items() if n != c["head_node_type"]}
+    assert workers
+    for name, node in workers.items():
+        profile = node["node_config"].get("IamInstanceProfile")
+        if profile is None:  # no AWS access at all (EFS storage) is least privilege too
+            continue
+        assert profile.keys() <= {"Arn", "Name"} and len(profile) == 1, name
+        ref = next(iter(profile.values()))
+        assert "ray-autoscaler" not in ref, f"{name} gets the head's autoscaler profile {ref}"
+        if "Arn" in profile:
+            assert ref.startswith("arn:aws:iam::") and ":instance-profile/" in ref, ref
+    named = [t["node_config"].get("IamInstanceProfile", {}).get("Arn", "") for t in workers.values()]
+    assert any(arn.endswith(":instance-profile/distill-worker") for arn in named), named
+    doc = (REPO / "docs" / "cluster.md").read_text()
+    assert "distill-worker" in doc and "iam:PassRole" in doc, "docs/cluster.md shows how to create the profile"
+
+
+def test_cluster_yaml_keeps_the_token_private(cluster_config):
+    """A setup command makes the copied token owner-only (0600) on every node, before anything else runs."""
+    setup = cluster_config["setup_commands"]
+    chmod = [i for i, cmd in enumerate(setup) if "chmod 600 ~/.ray/auth_token" in cmd]
+    assert chmod, "no setup command makes ~/.ray/auth_token 0600"
+    assert chmod[0] == 0, "the token is made private first, before anything is installed"
+
+
+def test_cluster_yaml_binds_the_dashboard_to_localhost(cluster_config):
+    """The dashboard and its job API listen on the head's loopback only (reached through `ray dashboard
+    cluster.yaml`, an SSH tunnel); no command binds anything to all interfaces."""
+    c = cluster_config
+    head = " ".join(c["head_start_ray_commands"])
+    starts = [cmd for cmd in c["head_start_ray_commands"] if "ray start --head" in cmd]
+    assert len(starts) == 1 and "--dashboard-host=127.0.0.1" in starts[0], head
+    assert head.count("--dashboard-host") == 1
+    for cmd in all_commands(c):
+        assert "0.0.0.0" not in cmd and "--bind_all" not in cmd, cmd
 
 
 # --- a job on a token-authenticated head --------------------------------------------------------------

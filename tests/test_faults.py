@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from conftest import session_processes
 
-from distill import experiment, ray_sweep, results
+from distill import experiment, pipeline, ray_sweep, results
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
 from distill.train import TrainConfig
 
@@ -38,7 +38,7 @@ def finished_trials(experiment_dir: Path, epochs: int) -> dict[str, float]:
     done = {}
     for saved in experiment_dir.glob("*/state.pt"):
         try:
-            state = torch.load(saved, weights_only=False)
+            state = torch.load(saved, weights_only=True)
         except Exception:  # noqa: BLE001  being replaced right now: it is read again on the next poll
             continue
         if state["epoch"] == epochs:
@@ -52,7 +52,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     command = [sys.executable, "-m", "distill", "sweep", str(sweep), "--storage", str(tmp_path)]
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # the driver's own Ray instance, to find its processes
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_dir}
-    experiment_dir = tmp_path / "faults" / "ray" / "students"
+    experiment_dir = tmp_path / "faults" / "students"  # a folder per trial: state.pt, then row.json
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while len(finished_trials(experiment_dir, EPOCHS)) < 2 and time.time() < deadline and driver.poll() is None:
@@ -93,7 +93,7 @@ def test_trial_whose_process_dies_is_retried_from_its_checkpoint(ray_local, tmp_
     splits, transfer = experiment.prepare(sweep.data)
     monkeypatch.setattr(ray_sweep, "Progress", KillOnce)
     monkeypatch.setattr(KillOnce, "killed", [])
-    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print)
+    frame = pipeline.students(sweep, tmp_path, ray_sweep.Executor(sweep, tmp_path, splits, transfer), print)
     assert KillOnce.killed, "the trial was not killed"
     assert list(frame["status"]) == ["ok"]
     assert frame["resumed_from"][0] >= 2 and frame["epochs"][0] == 40

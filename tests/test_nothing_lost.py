@@ -1,11 +1,16 @@
 """Nothing half-written is trusted: writes are atomic, and the file written last (result.json for a member,
 the manifest for a logit cache) is what marks the work done, on local disk and in object storage."""
 
+import errno
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from distill import cache, experiment, io, local
+from distill import cache, experiment, io, local, pipeline, results
+from distill.__main__ import main
 from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
 from distill.train import TrainConfig
@@ -65,22 +70,99 @@ def remove(location: io.Location) -> None:
 def test_interrupted_member_and_harvest_are_redone_not_trusted(storage):
     splits, transfer = experiment.prepare(SWEEP.data)
     logs: list[str] = []
-    local.train_teachers(SWEEP, storage, splits, transfer, logs.append)
+    executor = local.Executor(SWEEP, storage, splits, transfer, logs.append)
+    pipeline.teachers(SWEEP, storage, executor, logs.append)
     member = cache.member_dir(storage, "t", 0)
     pt, manifest = cache.cache_paths(storage, "t")
 
     # A member killed between writing model.pt and result.json: not done, so it is trained again.
     remove(member / "result.json")
-    assert cache.member_result(storage, "t", 0) is None
+    assert cache.member_result(storage, SWEEP.data, TEACHER, 0) == (None, "not trained yet")
     # A harvest killed before its manifest: the cache does not count, and is harvested again.
     remove(manifest)
     assert not cache.cached(storage, SWEEP.data, TEACHER)
     logs.clear()
-    local.train_teachers(SWEEP, storage, splits, transfer, logs.append)
-    assert any("test error" in line for line in logs) and any("harvested" in line for line in logs)
+    pipeline.teachers(SWEEP, storage, executor, logs.append)
+    assert any("t[0]: test error" in line for line in logs) and any("inputs cached" in line for line in logs)
     assert cache.load(storage, SWEEP.data, TEACHER)["test"].shape[0] == 1
 
     # A damaged member file is refused with the fix, not silently used.
     (member / "model.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="damaged"):
-        cache.member_result(storage, "t", 0)
+        cache.member_result(storage, SWEEP.data, TEACHER, 0)
+
+
+LOCAL_SWEEP = """
+from distill.config import DataConfig, StudentConfig, SweepConfig
+from distill.train import TrainConfig
+
+
+def get_config(variant):
+    return SweepConfig(name="local", data=DataConfig(name="digits", val_size=200, views=0), hidden=(16, 24, 32),
+                       targets=("labels",), student_teachers=(), seeds=(0, 1),
+                       student=StudentConfig(hidden=16, train=TrainConfig(lr=0.05, batch_size=16, epochs={epochs})))
+"""
+
+
+def rows_on_disk(root) -> dict[str, float]:
+    """Trial directory -> training seconds of every student that wrote its row."""
+    return {p.parent.name: io.read_json(p)["train_seconds"] for p in (root / "students").glob("*/row.json")}
+
+
+def test_full_disk_during_a_local_sweep_keeps_finished_students(tmp_path, capsys, monkeypatch):
+    sweep_file = tmp_path / "local.py"
+    sweep_file.write_text(LOCAL_SWEEP.replace("{epochs}", "2"))
+    command = ["sweep", str(sweep_file), "--storage", str(tmp_path), "--local"]
+    calls, real_fsync, real_run = [], io.os.fsync, experiment.run_student
+
+    def run_student(*args, **kwargs):  # the disk fills up as the third student starts
+        calls.append(1)
+        return real_run(*args, **kwargs)
+
+    def fsync(fd):
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(experiment, "run_student", run_student)
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distill: error: no space left in ") and err.count("\n") == 1 and "MiB free" in err
+    before = rows_on_disk(tmp_path / "local")
+    assert len(before) == 2 and not (tmp_path / "local" / "results.parquet").exists()
+
+    monkeypatch.setattr(io.os, "fsync", real_fsync)  # space freed: the same command finishes the sweep
+    assert main(command) == 0
+    assert "students: 2 of 6 cells finished before with these settings, kept" in capsys.readouterr().out
+    frame = results.load(tmp_path / "local")
+    assert len(frame) == 6 and frame["trial_dir"].nunique() == 6 and set(frame["status"]) == {"ok"}
+    after = rows_on_disk(tmp_path / "local")
+    assert all(after[trial] == seconds for trial, seconds in before.items())  # not trained again
+
+
+def test_second_driver_is_refused_and_a_killed_ones_sweep_is_taken_over(tmp_path):
+    sweep_file = tmp_path / "local.py"
+    sweep_file.write_text(LOCAL_SWEEP.replace("{epochs}", "60"))  # about 2 s a student
+    command = [sys.executable, "-m", "distill", "sweep", str(sweep_file), "--storage", str(tmp_path), "--local"]
+    root = tmp_path / "local"
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not rows_on_disk(root) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    assert first.poll() is None, "the first driver must still be running"
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1
+    assert "another driver runs the sweep" in second.stderr and f"pid {first.pid}" in second.stderr
+    first.kill()
+    first.wait()
+    before = rows_on_disk(root)
+    assert 1 <= len(before) < 6, "the first driver must be killed mid-sweep"
+
+    third = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert f"its process {first.pid} is gone" in third.stdout
+    frame = results.load(root)
+    assert len(frame) == 6 and frame["trial_dir"].nunique() == 6 and set(frame["status"]) == {"ok"}
+    after = rows_on_disk(root)
+    assert all(after[trial] == seconds for trial, seconds in before.items())  # every trial exactly once

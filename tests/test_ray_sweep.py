@@ -3,7 +3,7 @@ cell, diverging trials."""
 
 import dataclasses
 
-from distill import experiment, io, models, ray_sweep, report, results
+from distill import experiment, io, models, pipeline, ray_sweep, report, results
 from distill.__main__ import main
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
 from distill.train import TrainConfig
@@ -24,12 +24,13 @@ def test_smoke_job_gives_one_row_per_student(ray_local, storage):
         k = None if row["bottleneck"] != row["bottleneck"] else int(row["bottleneck"])  # NaN for no bottleneck
         assert row["params"] == models.snn_params(64, 64, 10, k)  # digits: 8x8 inputs, 10 classes
         assert 0 <= row["test_error"] < 0.5 and 0.5 < row["test_agreement"] <= 1
-    for path in ("results.csv", "config.json", "cache/ecnn.json", "teachers/ecnn/member-1/model.pt"):
+    for path in ("results.csv", "results.json", "cache/ecnn.json", "teachers/ecnn/member-1/model.pt"):
         assert (root / path).exists(), path
-    # Each trial's own checkpoint sits in its trial directory in the storage, where a retry on any node finds it.
+    # Each trial's own checkpoint and row sit in its directory in the storage, where a retry on any node finds them.
     trials = [io.location(d) for d in frame["trial_dir"]]
-    assert all(str(t).startswith(str(root / "ray" / "students").split("?")[0]) for t in trials)
-    assert all((t / "state.pt").exists() for t in trials)
+    assert all(str(t).startswith(str(root / "students").split("?")[0]) for t in trials)
+    assert all((t / "state.pt").exists() and (t / "row.json").exists() for t in trials)
+    assert results.config(root)["name"] == "demo-smoke" and len((root / "runs").glob("*.json")) == 1
     assert report.write(root).exists()  # the report reads the results and writes beside them
 
 
@@ -43,7 +44,8 @@ def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_local, 
     sweep = dataclasses.replace(LABELS_ONLY, targets=("labels", "labels-aug"), target_train={
         "labels-aug": TrainConfig(lr=1e7, momentum=0.0, batch_size=64, epochs=4)})
     splits, transfer = experiment.prepare(sweep.data)
-    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print).set_index("target")
+    executor = ray_sweep.Executor(sweep, tmp_path, splits, transfer)
+    frame = pipeline.students(sweep, tmp_path, executor, print).set_index("target")
     assert frame.loc["labels-aug", "status"] == "failed"
     assert "lower the lr" in frame.loc["labels-aug", "reason"]
     assert frame.loc["labels", "status"] == "ok" and frame.loc["labels", "test_error"] < 0.5
@@ -53,7 +55,7 @@ def test_optuna_searches_the_learning_rate_within_a_cell(ray_local, tmp_path):
     sweep = dataclasses.replace(LABELS_ONLY, search=SearchConfig(samples=3, lr=(1e-3, 1e-1), grace_epochs=2,
                                                                  concurrency=2))
     splits, transfer = experiment.prepare(sweep.data)
-    frame = ray_sweep.sweep_students(sweep, tmp_path, splits, transfer, {}, log=print)
+    frame = pipeline.students(sweep, tmp_path, ray_sweep.Executor(sweep, tmp_path, splits, transfer), print)
     assert len(frame) == 3
     assert frame["train.lr"].between(1e-3, 1e-1).all() and frame["train.lr"].nunique() == 3
     assert set(frame["status"]) <= {"ok", "stopped"} and "ok" in set(frame["status"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import session_processes
 
-from distill import cache, experiment, ray_teachers
+from distill import cache, experiment, pipeline, ray_sweep
 from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
 from distill.train import TrainConfig
@@ -34,13 +34,15 @@ def trained(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("teachers")
     splits, transfer = experiment.prepare(SWEEP.data)
     logs: list[str] = []
-    run = threading.Thread(target=ray_teachers.train, args=(SWEEP, root, splits, transfer), kwargs={"log": logs.append})
+    executor = ray_sweep.Executor(SWEEP, root, splits, transfer, logs.append)
+    run = threading.Thread(target=pipeline.teachers, args=(SWEEP, root, executor, logs.append))
     run.start()
     killed: list[int] = []
     deadline = time.time() + 300
     while not killed and run.is_alive() and time.time() < deadline:
         # Kill once both members have a checkpoint: from then on a restart must resume, not start over.
-        if all(registered_checkpoint(root / "ray" / f"ecnn-member-{i}") for i in range(2)):
+        runs = [next((root / "ray").glob(f"ecnn-member-{i}-*"), None) for i in range(2)]  # named by identity
+        if all(r is not None and registered_checkpoint(r) for r in runs):
             for worker in session_processes(ray_local, "RayTrainWorker"):
                 killed.append(worker.pid)
                 worker.kill()
@@ -52,7 +54,7 @@ def trained(ray_local, tmp_path_factory):
 def test_ensemble_finishes_after_a_worker_is_killed(trained):
     root, _, _, killed, logs = trained
     assert len(killed) == 2, f"expected one Ray Train worker per member to kill, found {killed}"
-    results = [cache.member_result(root, "ecnn", i) for i in range(2)]
+    results = [cache.member_result(root, SWEEP.data, TEACHER, i)[0] for i in range(2)]
     assert all(r is not None and r["epochs"] == EPOCHS for r in results), logs
     # Each member resumed from a checkpoint (epoch >= 1): none started over.
     assert all(r["resumed_from"] >= 1 for r in results), results
@@ -65,10 +67,10 @@ def test_second_run_retrains_and_reharvests_nothing(trained):
     root, splits, transfer, _, _ = trained
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "ray" not in p.parts}
     logs: list[str] = []
-    ray_teachers.train(SWEEP, root, splits, transfer, log=logs.append)
+    pipeline.teachers(SWEEP, root, ray_sweep.Executor(SWEEP, root, splits, transfer, logs.append), logs.append)
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "ray" not in p.parts}
     assert before == after
-    assert any("2 members finished before, not retrained" in line for line in logs)
+    assert any("2 members finished before with these settings, not retrained" in line for line in logs)
     assert any("not harvested again" in line for line in logs)
 
 
@@ -89,7 +91,7 @@ def test_corrupt_cache_is_refused(trained):
 def test_mismatched_cache_is_refused(trained):
     root = trained[0]
     other = dataclasses.replace(SWEEP.data, views=4)  # another transfer recipe: the cache must not be trusted
-    with pytest.raises(UserError, match="another data set, transfer recipe"):
+    with pytest.raises(UserError, match=r"trained with other settings \(data.views changed\)"):
         cache.load(root, other, TEACHER)
 
 
@@ -98,8 +100,8 @@ def test_member_trains_data_parallel_on_two_workers(ray_local, tmp_path):
     teacher = dataclasses.replace(TEACHER, members=1, workers=2, train=dataclasses.replace(TEACHER.train, epochs=3))
     sweep = dataclasses.replace(SWEEP, teachers=(teacher,))
     splits, transfer = experiment.prepare(sweep.data)
-    ray_teachers.train(sweep, tmp_path, splits, transfer, log=print)
-    result = cache.member_result(tmp_path, "ecnn", 0)
+    pipeline.teachers(sweep, tmp_path, ray_sweep.Executor(sweep, tmp_path, splits, transfer), print)
+    result, _ = cache.member_result(tmp_path, sweep.data, teacher, 0)
     assert result["epochs"] == 3 and result["test_error"] < 0.2
     # The saved weights are the plain model's (no DDP "module." prefix): the harvest could load them.
     assert cache.load(tmp_path, sweep.data, teacher)["test"].shape == (1, len(splits.test_y), 10)

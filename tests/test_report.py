@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from distill import models, report, results
+from distill.__main__ import main
 
 D, C = 784, 10  # mnist5k
 CNN_ARGS = {"channels": [8], "hidden": [32], "kernel": 3}
@@ -48,12 +49,11 @@ def results_dir(tmp_path):
 
 
 def make_results_dir(tmp_path):
-    """A results directory as a sweep writes it: results.parquet, config.json and teacher manifests."""
-    results.write(tmp_path, handmade_rows())
+    """A results directory as a sweep writes it: the results with their manifest (and config), teacher manifests."""
     config = {"name": "handmade", "data": {"name": "mnist5k"}, "student": {"arch": "snn", "arch_args": {}},
               "teachers": [{"name": "ecnn", "arch": "cnn", "arch_args": CNN_ARGS, "members": 4},
                            {"name": "dnn", "arch": "dnn", "arch_args": {"hidden": 64, "layers": 2}, "members": 1}]}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    results.write(tmp_path, handmade_rows(), config)
     (tmp_path / "cache").mkdir()
     members = [{"index": i, "val_error": e + 0.002, "test_error": e} for i, e in enumerate(ECNN_MEMBERS)]
     for name, member_errors, ensemble in [("ecnn", members, 0.009), ("dnn", [members[0] | {"test_error": 0.03}], 0.03)]:
@@ -154,3 +154,17 @@ def test_figures_accept_a_single_teacher_and_no_bottleneck(tmp_path):
                    report.teacher_quality_figure(frame, teachers, tmp_path / "q.png"),
                    report.bottleneck_figure(frame, tmp_path / "b.png", input_dim=D)):
         assert len(figure.read_bytes()) > 10_000
+
+
+@pytest.mark.parametrize("damaged", ["results.parquet", "results.json", "cache/ecnn.json"])
+def test_the_report_command_on_a_damaged_file_says_so_in_one_line(results_dir, capsys, damaged):
+    (results_dir / damaged).write_bytes(b"\x00garbage")
+    assert main(["report", str(results_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("distill: error: ") and err.count("\n") == 1 and damaged in err
+    assert "Traceback" not in out + err and not (results_dir / "report.md").exists()
+
+
+def test_a_report_of_results_without_manifest_has_no_config(results_dir):
+    (results_dir / "results.json").unlink()  # a sweep from before the manifest: the report goes on without it
+    assert report.write(results_dir).read_text().startswith(f"# Report: sweep `{results_dir.name}` on unknown data")

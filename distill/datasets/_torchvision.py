@@ -17,13 +17,17 @@ def default_root() -> str:
     return os.environ.get("DISTILL_DATA", os.path.expanduser("~/.cache/distill/data"))
 
 
-def read(name: str, open_split: Callable[[str, bool, bool], object], files: str, classes: int,
+def read(name: str, open_split: Callable[[str, bool, bool], object], files: str, present: str, classes: int,
          flips: bool, root: str | None) -> Raw:
-    """`open_split(root, train, download)` builds the torchvision data set; `files` says what to put where."""
+    """`open_split(root, train, download)` builds the torchvision data set; `files` says what to put where, and
+    `present` (relative to root) exists once the user has put them there."""
     root = root or default_root()
     try:
         train, test = open_split(root, True, False), open_split(root, False, False)
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        if os.path.exists(os.path.join(root, present)):  # damaged files of the user's: a download would hide that
+            raise UserError(f"{name}: the files in {os.path.join(root, present)} are damaged or incomplete "
+                            f"({str(e).strip()}): replace them with {files.replace('ROOT', root)}") from None
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(30)  # torchvision's urlopen has none: a dropped connection would hang forever
         try:

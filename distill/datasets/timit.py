@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 import soundfile as sf
@@ -159,7 +158,7 @@ def cached_extract(root: str | Path, split: str, utts: list[Utterance]) -> dict[
     if pt.exists() and manifest.exists():
         payload = pt.read_bytes()
         if io.sha256(payload) == io.read_json(manifest).get("sha256"):  # a damaged file is recomputed
-            return torch.load(BytesIO(payload), map_location="cpu")["data"]  # the bytes just verified
+            return io.load_tensors(payload, pt)["data"]  # the bytes just verified
     t0 = time.perf_counter()
     data = extract(utts)
     seconds = time.perf_counter() - t0

@@ -1,0 +1,140 @@
+"""What an experiment runs, decided once: which teacher members are pending, which caches are stale, which
+student trials remain, what is logged; an executor runs the work, in this process (`distill.local`) or on
+Ray (`distill.ray_sweep.Executor`). Nothing here imports Ray.
+
+Students live under the sweep's directory, one folder per trial, named by what decides the trial's result:
+    students/<trial id>/state.pt    its checkpoint (a retried or resumed trial starts from it)
+    students/<trial id>/row.json    its results row, written last: the trial is done
+A trial id is readable (target, sizes, teacher, seed) and ends in a hash of the resolved student config, the
+data identity and the logit-cache keys of its teachers: a changed grid, student setting or teacher gives new
+ids, so a re-run trains exactly the new trials and the results hold only the current sweep's. With a search
+(`SearchConfig.samples > 1`) the cell's folder holds one sub-folder per sampled setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+from distill import cache, io, results
+from distill.config import StudentConfig, SweepConfig, TeacherConfig, digest, to_dict
+from distill.experiment import cell_columns
+from distill.teachers import parse
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One cell of the student grid, resolved: what it trains and where it keeps its trial(s)."""
+
+    id: str
+    cell: StudentConfig
+    teacher: str  # the teacher whose logits it learns from ("" for label targets)
+    reference: str  # the teacher it is compared with (agreement)
+
+
+class Executor(Protocol):
+    def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None: ...
+
+    def harvest(self, teacher: TeacherConfig) -> dict: ...
+
+    def run_students(self, jobs: list[Job], per_member: dict, done: dict[str, list[dict]]) -> list[dict]:
+        """Run the jobs' remaining trials (`done`: the rows each has already); return the rows of trials that
+        errored (kept out of storage, so that a re-run tries them again)."""
+
+
+def teachers(sweep: SweepConfig, root: io.Location, executor: Executor, log: Log) -> None:
+    """Train every member that is missing or was trained with other settings, then harvest every teacher
+    whose logit cache is missing or stale."""
+    root = io.location(root)
+    pending = []
+    for t in sweep.teachers:
+        for i in range(t.members):
+            result, why = cache.member_result(root, sweep.data, t, i)
+            if result is None:
+                pending.append((t, i))
+                if why != "not trained yet":
+                    log(f"teacher {t.name}[{i}]: {why}: training it again")
+    done = sum(t.members for t in sweep.teachers) - len(pending)
+    if done:
+        log(f"teachers: {done} members finished before with these settings, not retrained")
+    if pending:
+        executor.train_members(pending)
+    for t in sweep.teachers:
+        errors = ", ".join(f"{cache.member_result(root, sweep.data, t, i)[0]['test_error']:.4f}"
+                           for i in range(t.members))
+        log(f"teacher {t.name}: member test errors {errors}")
+        if cache.cached(root, sweep.data, t):
+            log(f"teacher {t.name}: logits cached before, not harvested again")
+            continue
+        manifest = executor.harvest(t)
+        log(f"teacher {t.name}: ensemble test error {manifest['ensemble']['test_error']:.4f}; "
+            f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
+
+
+def jobs(sweep: SweepConfig, root: io.Location, keys: dict[str, str] | None = None) -> list[Job]:
+    """Every cell of the grid as a job, its id hashing what decides its result: the teachers' cache keys
+    (`keys`, by teacher name; read from their harvested caches when not given)."""
+    members = {t.name: t for t in sweep.teachers}
+    keys = dict(keys or {})
+
+    def key(name: str) -> str | None:
+        if not name:
+            return None
+        base, _ = parse(name, {t.name: t.members for t in sweep.teachers})
+        if base not in keys:
+            keys[base] = cache.expected_key(root, sweep.data, members[base])
+        return keys[base]
+
+    out = []
+    for cell in sweep.cells():
+        reference = sweep.reference(cell)
+        identity = {"cell": to_dict(cell), "data": cache.data_identity(sweep.data), "teacher": key(cell.teacher),
+                    "reference": key(reference)}
+        name = (f"{cell.target}-h{cell.hidden}-k{cell.bottleneck or 0}-{cell.teacher or 'labels'}"
+                f"-s{cell.train.seed}")
+        out.append(Job(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest(identity)[:8]}", cell, cell.teacher,
+                       reference))
+    return out
+
+
+def trial_dir(root: io.Location, job: Job, searched: dict | None = None) -> io.Location:
+    """Where a trial of `job` lives; a searched trial gets a sub-folder per sampled setting."""
+    d = io.location(root) / "students" / job.id
+    return d / digest(searched)[:12] if searched else d
+
+
+def finished(root: io.Location, job: Job, searched: bool) -> list[dict]:
+    """The rows of `job`'s finished trials (row.json present)."""
+    d = trial_dir(root, job)
+    dirs = [c for c in d.glob("*") if c.is_dir()] if searched else [d]
+    return [io.read_json(t / "row.json") for t in dirs if (t / "row.json").exists()]
+
+
+def students(sweep: SweepConfig, root: io.Location, executor: Executor, log: Log):
+    """Run every trial that has not finished, then collect every row of this sweep's jobs into the results."""
+    root, searched = io.location(root), sweep.search.samples > 1
+    todo = jobs(sweep, root)
+    done = {j.id: finished(root, j, searched) for j in todo}
+    pending = [j for j in todo if len(done[j.id]) < sweep.search.samples]
+    if len(pending) < len(todo):
+        log(f"students: {len(todo) - len(pending)} of {len(todo)} cells finished before with these settings, kept")
+    errored = []
+    if pending:
+        per_member = cache.load_all(root, sweep.data, sweep.teachers)
+        errored = executor.run_students(pending, per_member, {j.id: done[j.id] for j in pending})
+    rows = [row for j in todo for row in finished(root, j, searched)] + errored
+    frame = results.write(root, rows, to_dict(sweep))
+    failed = int((frame["status"] != "ok").sum()) if len(frame) else 0
+    log(f"students: {len(frame)} trials, {failed} not finished ok; results in {root / 'results.parquet'}")
+    return frame
+
+
+def ended_row(job: Job, searched: dict, trial: io.Location, status: str, reason: str) -> dict:
+    """The row of a trial that ended without writing its own (stopped early by the scheduler, or its process
+    failed every retry): its settings, status and reason, no scores."""
+    cell = dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))
+    return {**cell_columns(cell), "status": status, "reason": reason, "trial_dir": str(trial)}
