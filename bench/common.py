@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from distill import io
+from distill import files
 from distill.train import Fit, Loss, TrainConfig, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -128,5 +128,5 @@ def set_threads(threads: int | None) -> None:
 
 def save(path: Path, figures: dict, command: str) -> None:
     """Write a benchmark's numbers with the command that made them and the machine, atomically."""
-    io.write_json(path, {"command": command, "machine": machine(), "finished_load": load(), **figures})
+    files.write_json(path, {"command": command, "machine": machine(), "finished_load": load(), **figures})
     print(f"wrote {path}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import arguments, interleave, load, save, table
 
-from distill import io
+from distill import files
 
 KEEP = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 
@@ -32,7 +32,7 @@ def run(env: dict, hidden: list[int]) -> dict[int, float]:
     subprocess.run([sys.executable, str(script), "--threads", "1", "--batches", "512", "--no-fused-comparison",
                     "--hidden", *map(str, hidden), "--out", str(out)], env={**os.environ, **env}, check=True,
                    capture_output=True)
-    return {r["H"]: r["samples_per_s"] for r in io.read_json(out)["rows"] if r["k"] is None}
+    return {r["H"]: r["samples_per_s"] for r in files.read_json(out)["rows"] if r["k"] is None}
 
 
 def main() -> None:

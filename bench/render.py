@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import RESULTS, table
 
-from distill import io
+from distill import files
 
 
 def header(r: dict) -> str:
@@ -102,7 +102,7 @@ def render(text: str, results: Path) -> str:
         path = results / f"{name}.json"
         if not path.exists():
             continue
-        r = io.read_json(path)
+        r = files.read_json(path)
         block = f"<!-- figure:{name} -->\n{header(r)}{fmt(r)}\n<!-- /figure:{name} -->"
         pattern = rf"<!-- figure:{name} -->.*?<!-- /figure:{name} -->"
         text = re.sub(pattern, lambda _, block=block: block, text, flags=re.S)  # a function: no escapes in block
@@ -111,7 +111,7 @@ def render(text: str, results: Path) -> str:
 
 def main(path: str, results: Path = RESULTS) -> None:
     target = Path(path)
-    io.write_bytes(target, render(target.read_text(), results).encode())
+    files.write_bytes(target, render(target.read_text(), results).encode())
     print(f"rewrote the tables of {target}")
 
 

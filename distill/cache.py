@@ -15,16 +15,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distill import data, experiment, io
-from distill.config import DataConfig, TeacherConfig, digest, to_dict
+from distill import data, experiment, files
+from distill.config import DataConfig, TeacherConfig, to_dict
 from distill.errors import UserError
-from distill.io import Location, Where
+from distill.files import Location, Where
 from distill.teachers import ensemble, parse
 from distill.train import Fit, error, infer
 
 
 def member_dir(root: Where, teacher: str, index: int) -> Location:
-    return io.location(root) / "teachers" / teacher / f"member-{index}"
+    return files.location(root) / "teachers" / teacher / f"member-{index}"
 
 
 def data_identity(config: DataConfig) -> dict:
@@ -47,9 +47,9 @@ def member_result(root: Where, data_config: DataConfig, teacher: TeacherConfig, 
     d = member_dir(root, teacher.name, index)
     if not (d / "result.json").exists():
         return None, "not trained yet"
-    result = io.read_json(d / "result.json")
+    result = files.read_json(d / "result.json")
     weights = d / "model.pt"
-    if not weights.exists() or io.sha256(weights.read_bytes()) != result.get("sha256"):
+    if not weights.exists() or files.sha256(weights.read_bytes()) != result.get("sha256"):
         raise UserError(f"teacher member {d} is damaged (model.pt missing or does not match result.json): "
                         f"delete {d} and run `distill teachers` again to retrain it")
     changed = differences(result.get("identity", {}), member_identity(data_config, teacher, index))
@@ -67,33 +67,33 @@ def differences(old: dict, new: dict) -> list[str]:
 def save_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, model: nn.Module,
                 splits: data.Splits, fitted: Fit) -> dict:
     d = member_dir(root, teacher.name, index)
-    payload = io.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
-    io.write_bytes(d / "model.pt", payload)
+    payload = files.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
+    files.write_bytes(d / "model.pt", payload)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
-    result = {"teacher": to_dict(teacher), "index": index, "sha256": io.sha256(payload),
+    result = {"teacher": to_dict(teacher), "index": index, "sha256": files.sha256(payload),
               "identity": member_identity(data_config, teacher, index),
               "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
               "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
               "resumed_from": fitted.resumed_from}
-    io.write_json(d / "result.json", result)  # written last: its presence means "done"
+    files.write_json(d / "result.json", result)  # written last: its presence means "done"
     return result
 
 
 def load_member(root: Where, teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
     model = experiment.build_member(teacher, index, splits)
-    state = io.torch_load(member_dir(root, teacher.name, index) / "model.pt")
+    state = files.torch_load(member_dir(root, teacher.name, index) / "model.pt")
     model.load_state_dict(state)
     return model.to(splits.train_x.device)
 
 
 def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str:
     """Content hash of (data identity, the teacher's settings, each member's weights)."""
-    return digest({"data": data_identity(data_config),
+    return files.digest({"data": data_identity(data_config),
                    "teacher": member_identity(data_config, teacher, 0)["teacher"], "members": shas})
 
 
 def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
-    d = io.location(root) / "cache"
+    d = files.location(root) / "cache"
     return d / f"{teacher}.pt", d / f"{teacher}.json"
 
 
@@ -111,7 +111,7 @@ def cached(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> bool
     manifest = cache_paths(root, teacher.name)[1]
     if not manifest.exists():
         return False
-    return io.read_json(manifest)["key"] == expected_key(root, data_config, teacher)
+    return files.read_json(manifest)["key"] == expected_key(root, data_config, teacher)
 
 
 def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
@@ -124,11 +124,11 @@ def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits
         for split, logits in experiment.harvest(model, splits, transfer, batch_size).items():
             per_split[split].append(logits.cpu())
     logits = {s: torch.stack(v) for s, v in per_split.items()}  # split -> (M, N, C)
-    payload = io.torch_bytes({"key": k, "logits": logits})
+    payload = files.torch_bytes({"key": k, "logits": logits})
     pt, manifest_path = cache_paths(root, teacher.name)
-    io.write_bytes(pt, payload)
+    files.write_bytes(pt, payload)
     members = [error(logits["test"][i], splits.test_y.cpu()) for i in range(teacher.members)]
-    manifest = {"key": k, "teacher": teacher.name, "sha256": io.sha256(payload), "data": to_dict(data_config),
+    manifest = {"key": k, "teacher": teacher.name, "sha256": files.sha256(payload), "data": to_dict(data_config),
                 "members": [{"index": i, "val_error": error(logits["val"][i], splits.val_y.cpu()),
                              "test_error": members[i],
                              **experiment.speech_scores(splits, {"test": logits["test"][i].to(splits.test_y.device)})}
@@ -138,7 +138,7 @@ def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits
                              **experiment.speech_scores(splits, {s: logits[s].mean(0).to(splits.test_y.device)
                                                                  for s in ("val", "test")})},
                 "shapes": {s: list(v.shape) for s, v in logits.items()}}
-    io.write_json(manifest_path, manifest)  # written last: the manifest commits the cache
+    files.write_json(manifest_path, manifest)  # written last: the manifest commits the cache
     return manifest
 
 
@@ -147,17 +147,17 @@ def load(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> dict[s
     pt, manifest_path = cache_paths(root, teacher.name)
     fix = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
     if not manifest_path.exists() or not pt.exists():
-        raise UserError(f"no logit cache for teacher {teacher.name!r} under {io.location(root) / 'cache'}: {fix}")
-    manifest = io.read_json(manifest_path)
+        raise UserError(f"no logit cache for teacher {teacher.name!r} under {files.location(root) / 'cache'}: {fix}")
+    manifest = files.read_json(manifest_path)
     want = expected_key(root, data_config, teacher)
     if manifest.get("key") != want:
         raise UserError(f"logit cache {pt} is for another data set, transfer recipe or set of members "
                         f"(key {manifest.get('key')}, this sweep needs {want}): {fix}")
     payload = pt.read_bytes()
-    if io.sha256(payload) != manifest.get("sha256"):
+    if files.sha256(payload) != manifest.get("sha256"):
         raise UserError(f"logit cache {pt} is corrupt (its sha256 does not match {manifest_path.name}): "
                         f"delete it and {fix}")
-    content = io.load_tensors(payload, pt)
+    content = files.load_tensors(payload, pt)
     if content.get("key") != want:
         raise UserError(f"logit cache {pt} does not hold the key its manifest names: delete it and {fix}")
     return content["logits"]

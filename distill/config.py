@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import math
@@ -93,7 +92,7 @@ class SweepConfig:
     checkpoint_every: int = 1  # epochs between student checkpoints (a retried trial resumes from the last)
     trial_retries: int = 2  # times a trial whose process died is retried from its checkpoint
     # Where results, caches and checkpoints go: a local path, or for multi-node runs a bucket URI (s3://, gs://,
-    # distill.io) or a path every node mounts (EFS/NFS).
+    # distill.files) or a path every node mounts (EFS/NFS).
     storage: str = "~/distill_results"
 
     def cells(self) -> list[StudentConfig]:
@@ -116,11 +115,6 @@ class SweepConfig:
 
 def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
-
-
-def digest(obj) -> str:
-    """A short content hash of anything JSON-serialisable (configs, via to_dict)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_sweep(path: str | Path, variant: str = "default") -> SweepConfig:

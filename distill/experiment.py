@@ -12,7 +12,7 @@ import psutil
 import torch
 from torch import nn
 
-from distill import data, io, losses, models, speech
+from distill import data, files, losses, models, speech
 from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.train import Diverged, Fit, Report, agreement, error, fit, infer, logit_rmse
@@ -116,7 +116,7 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
 
 def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
                   teacher: dict[str, torch.Tensor] | None, reference: dict[str, torch.Tensor] | None,
-                  trial_dir: io.Location, checkpoint_every: int = 1,
+                  trial_dir: files.Location, checkpoint_every: int = 1,
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
     """One student in its own directory: resumed from its checkpoint there (state.pt) if it has one,
     checkpointed every `checkpoint_every` epochs, its row written there last (row.json marks it done).
@@ -124,12 +124,12 @@ def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.Trans
     A diverged trial is finished too: its row has status "failed" and the reason, and no scores. `on_epoch`
     gets each epoch's metrics (the Ray adapter forwards them to Tune)."""
     saved = trial_dir / "state.pt"
-    resume = io.torch_load(saved, map_location=splits.train_x.device) if saved.exists() else None
+    resume = files.torch_load(saved, map_location=splits.train_x.device) if saved.exists() else None
     private = psutil.Process().memory_full_info().uss  # the process's own memory before this trial's
 
     def report(metrics: dict, state: Callable[[], dict]) -> None:
         if metrics["epoch"] % checkpoint_every == 0:
-            io.write_bytes(saved, io.torch_bytes(state()))
+            files.write_bytes(saved, files.torch_bytes(state()))
         if on_epoch is not None:
             on_epoch(metrics)
 
@@ -141,7 +141,7 @@ def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.Trans
     except Diverged as e:
         row = {**cell_columns(cell), "status": "failed", "reason": str(e)}
     row["trial_dir"] = str(trial_dir)
-    io.write_json(trial_dir / "row.json", row)
+    files.write_json(trial_dir / "row.json", row)
     return row
 
 

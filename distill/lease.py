@@ -18,7 +18,7 @@ import uuid
 
 import psutil
 
-from distill import io
+from distill import files
 from distill.errors import UserError
 
 NAME = "lease.json"
@@ -39,7 +39,7 @@ def default_ttl() -> float:
 
 
 @contextlib.contextmanager
-def hold(root: io.Where, command: str, ttl: float | None = None, beat: float | None = None, log=print,
+def hold(root: files.Where, command: str, ttl: float | None = None, beat: float | None = None, log=print,
          settle: float | None = None):
     """Hold the lease of the sweep under `root` for this process while the block runs.
 
@@ -47,7 +47,7 @@ def hold(root: io.Where, command: str, ttl: float | None = None, beat: float | N
     heartbeats, well under ttl (default 10 s, or ttl / 3 if shorter). `settle`: seconds between writing our
     lease and reading it back, longer than any other driver can take between reading a lease and writing its
     own (default 0.2 s on local disk, 2 s in a bucket)."""
-    loc = io.location(root) / NAME
+    loc = files.location(root) / NAME
     ttl = default_ttl() if ttl is None else ttl
     beat = min(10.0, ttl / 3) if beat is None else beat
     settle = (2.0 if loc.remote else 0.2) if settle is None else settle
@@ -69,7 +69,7 @@ def hold(root: io.Where, command: str, ttl: float | None = None, beat: float | N
             log(f"could not delete the lease {loc} ({e}): the next driver takes it over after {ttl:g} s")
 
 
-def _acquire(loc: io.Location, ours: dict, ttl: float, settle: float, log) -> None:
+def _acquire(loc: files.Location, ours: dict, ttl: float, settle: float, log) -> None:
     # Each round looks at the lease there is: none, a stale one (replace it) or a live one (refuse). Writing
     # is not enough, as two drivers may write at once: the read-back after `settle` sees the last writer,
     # and the loser's next round finds the winner's live lease.
@@ -83,7 +83,7 @@ def _acquire(loc: io.Location, ours: dict, ttl: float, settle: float, log) -> No
                             f"sure it is gone, delete {loc}")
         ours["heartbeat"] = time.time()
         if theirs:
-            io.write_json(loc, ours)
+            files.write_json(loc, ours)
         elif not _create(loc, ours):
             continue
         time.sleep(settle)
@@ -95,15 +95,15 @@ def _acquire(loc: io.Location, ours: dict, ttl: float, settle: float, log) -> No
                     "and run the command again")
 
 
-def _create(loc: io.Location, lease: dict) -> bool:
+def _create(loc: files.Location, lease: dict) -> bool:
     """Write the first lease; False if another driver's lease appeared meanwhile. Locally a hard link of a
     complete temp file, which fails if the name exists, so simultaneous starts cannot both win; a bucket has
     no such call, and the read-back decides."""
     if loc.remote:
-        io.write_json(loc, lease)
+        files.write_json(loc, lease)
         return True
     tmp = loc.parent / f".{NAME}.{lease['owner']}.tmp"
-    io.write_json(tmp, lease)
+    files.write_json(tmp, lease)
     try:
         os.link(tmp, loc)
     except FileExistsError:
@@ -116,7 +116,7 @@ def _create(loc: io.Location, lease: dict) -> bool:
     return True
 
 
-def _beat(loc: io.Location, ours: dict, every: float, stop: threading.Event, log) -> None:
+def _beat(loc: files.Location, ours: dict, every: float, stop: threading.Event, log) -> None:
     while not stop.wait(every):
         try:
             theirs = _read(loc)
@@ -127,14 +127,14 @@ def _beat(loc: io.Location, ours: dict, every: float, stop: threading.Event, log
                     "stopped renewing it; stop this driver if the other one runs the sweep")
                 return
             # A driver that takes over between our read and this write sees it when it reads back, and backs off.
-            io.write_json(loc, {**ours, "heartbeat": time.time()})
+            files.write_json(loc, {**ours, "heartbeat": time.time()})
         except (OSError, UserError) as e:  # a storage hiccup must not end the heartbeat: try again next beat
             log(f"could not renew the lease {loc} ({e}); trying again in {every:g} s")
 
 
-def _read(loc: io.Location) -> dict | None:
+def _read(loc: files.Location) -> dict | None:
     try:
-        lease = io.read_json(loc)
+        lease = files.read_json(loc)
     except FileNotFoundError:
         return None
     if not isinstance(lease, dict) or not FIELDS <= lease.keys():

@@ -7,13 +7,13 @@ full disk) keeps what finished and a re-run resumes it.
 
 from __future__ import annotations
 
-from distill import cache, experiment, io, pipeline
+from distill import cache, experiment, files, pipeline
 from distill.config import SweepConfig, TeacherConfig
 
 
 class Executor:
-    def __init__(self, sweep: SweepConfig, root: io.Where, splits, transfer, log: pipeline.Log = print):
-        self.sweep, self.root, self.splits, self.transfer, self.log = sweep, io.location(root), splits, transfer, log
+    def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print):
+        self.sweep, self.root, self.splits, self.transfer, self.log = sweep, files.location(root), splits, transfer, log
 
     def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None:
         for teacher, i in pending:

@@ -18,8 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Protocol
 
-from distill import cache, io, results
-from distill.config import StudentConfig, SweepConfig, TeacherConfig, digest, to_dict
+from distill import cache, files, results
+from distill.config import StudentConfig, SweepConfig, TeacherConfig, to_dict
 from distill.experiment import cell_columns
 from distill.teachers import parse
 
@@ -46,10 +46,10 @@ class Executor(Protocol):
         errored (kept out of storage, so that a re-run tries them again)."""
 
 
-def teachers(sweep: SweepConfig, root: io.Location, executor: Executor, log: Log) -> None:
+def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log) -> None:
     """Train every member that is missing or was trained with other settings, then harvest every teacher
     whose logit cache is missing or stale."""
-    root = io.location(root)
+    root = files.location(root)
     pending = []
     for t in sweep.teachers:
         for i in range(t.members):
@@ -75,7 +75,7 @@ def teachers(sweep: SweepConfig, root: io.Location, executor: Executor, log: Log
             f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
 
 
-def jobs(sweep: SweepConfig, root: io.Location, keys: dict[str, str] | None = None) -> list[Job]:
+def jobs(sweep: SweepConfig, root: files.Location, keys: dict[str, str] | None = None) -> list[Job]:
     """Every cell of the grid as a job, its id hashing what decides its result: the teachers' cache keys
     (`keys`, by teacher name; read from their harvested caches when not given)."""
     members = {t.name: t for t in sweep.teachers}
@@ -96,27 +96,27 @@ def jobs(sweep: SweepConfig, root: io.Location, keys: dict[str, str] | None = No
                     "reference": key(reference)}
         name = (f"{cell.target}-h{cell.hidden}-k{cell.bottleneck or 0}-{cell.teacher or 'labels'}"
                 f"-s{cell.train.seed}")
-        out.append(Job(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest(identity)[:8]}", cell, cell.teacher,
+        out.append(Job(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{files.digest(identity)[:8]}", cell, cell.teacher,
                        reference))
     return out
 
 
-def trial_dir(root: io.Location, job: Job, searched: dict | None = None) -> io.Location:
+def trial_dir(root: files.Location, job: Job, searched: dict | None = None) -> files.Location:
     """Where a trial of `job` lives; a searched trial gets a sub-folder per sampled setting."""
-    d = io.location(root) / "students" / job.id
-    return d / digest(searched)[:12] if searched else d
+    d = files.location(root) / "students" / job.id
+    return d / files.digest(searched)[:12] if searched else d
 
 
-def finished(root: io.Location, job: Job, searched: bool) -> list[dict]:
+def finished(root: files.Location, job: Job, searched: bool) -> list[dict]:
     """The rows of `job`'s finished trials (row.json present)."""
     d = trial_dir(root, job)
     dirs = [c for c in d.glob("*") if c.is_dir()] if searched else [d]
-    return [io.read_json(t / "row.json") for t in dirs if (t / "row.json").exists()]
+    return [files.read_json(t / "row.json") for t in dirs if (t / "row.json").exists()]
 
 
-def students(sweep: SweepConfig, root: io.Location, executor: Executor, log: Log):
+def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log):
     """Run every trial that has not finished, then collect every row of this sweep's jobs into the results."""
-    root, searched = io.location(root), sweep.search.samples > 1
+    root, searched = files.location(root), sweep.search.samples > 1
     todo = jobs(sweep, root)
     done = {j.id: finished(root, j, searched) for j in todo}
     pending = [j for j in todo if len(done[j.id]) < sweep.search.samples]
@@ -133,7 +133,7 @@ def students(sweep: SweepConfig, root: io.Location, executor: Executor, log: Log
     return frame
 
 
-def ended_row(job: Job, searched: dict, trial: io.Location, status: str, reason: str) -> dict:
+def ended_row(job: Job, searched: dict, trial: files.Location, status: str, reason: str) -> dict:
     """The row of a trial that ended without writing its own (stopped early by the scheduler, or its process
     failed every retry): its settings, status and reason, no scores."""
     cell = dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))

@@ -11,7 +11,7 @@ import uuid
 import pyarrow as pa
 import torch
 
-from distill import io
+from distill import files
 from distill.errors import UserError
 
 TIMEOUT = 5.0  # seconds for the TCP probe of a Ray address
@@ -78,10 +78,10 @@ def address(address: str | None) -> None:
                     "--address to start a local Ray")
 
 
-def location(where: str) -> io.Location:
-    """`io.location(where)`, with a malformed or unopenable URI refused in one line."""
+def location(where: str) -> files.Location:
+    """`files.location(where)`, with a malformed or unopenable URI refused in one line."""
     try:
-        root = io.location(where)
+        root = files.location(where)
     except (OSError, ValueError, NotImplementedError, pa.ArrowException) as e:
         raise UserError(f"storage {where!r} cannot be opened ({_detail(e)}): pass a directory, or a URI such "
                         "as s3://bucket/dir with options pyarrow.fs knows") from None
@@ -90,11 +90,11 @@ def location(where: str) -> io.Location:
     return root
 
 
-def storage(root: io.Location) -> None:
+def storage(root: files.Location) -> None:
     """Refuse a storage location that cannot be written (a file, read-only, a missing bucket, no credentials)."""
     probe = root / f".probe-{uuid.uuid4().hex}"
     try:
-        io.write_bytes(probe, b"")
+        files.write_bytes(probe, b"")
         if root.remote:
             root.fs.delete_file(probe.path)
         else:

@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from distill import cache, experiment, io, pipeline, ray_shared, ray_teachers
+from distill import cache, experiment, files, pipeline, ray_shared, ray_teachers
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
@@ -32,8 +32,8 @@ SEARCHED = ("lr", "momentum", "weight_decay")
 
 
 class Executor:
-    def __init__(self, sweep: SweepConfig, root: io.Where, splits, transfer, log: pipeline.Log = print):
-        self.sweep, self.root, self.splits, self.transfer, self.log = sweep, io.location(root), splits, transfer, log
+    def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print):
+        self.sweep, self.root, self.splits, self.transfer, self.log = sweep, files.location(root), splits, transfer, log
         self._data = None
 
     def data(self):
@@ -90,7 +90,7 @@ def student_trial(config: dict, data, jobs: dict[str, Job], sweep: SweepConfig, 
     tune.report({"val_error": row.get("val_error", 1.0), "status": row["status"]})
 
 
-def ended(grid: tune.ResultGrid, jobs: dict[str, Job], root: io.Location) -> list[dict]:
+def ended(grid: tune.ResultGrid, jobs: dict[str, Job], root: files.Location) -> list[dict]:
     """Rows for the trials that wrote none: stopped early by ASHA (kept on disk: that decision is final), or
     errored after every retry (returned, not kept: a re-run tries them again)."""
     errored = []
@@ -105,7 +105,7 @@ def ended(grid: tune.ResultGrid, jobs: dict[str, Job], root: io.Location) -> lis
             errored.append(pipeline.ended_row(job, searched, trial, "failed", reason))
         else:
             epoch = (result.metrics or {}).get("epoch", 0)
-            io.write_json(trial / "row.json", pipeline.ended_row(
+            files.write_json(trial / "row.json", pipeline.ended_row(
                 job, searched, trial, "stopped", f"stopped early by ASHA after epoch {epoch}"))
     return errored
 
@@ -146,7 +146,7 @@ def searcher(sweep: SweepConfig, done: list[dict]) -> OptunaSearch:
                         points_to_evaluate=points or None, evaluated_rewards=rewards or None)
 
 
-def tuner(trainable, name: str, storage: io.Location, space: dict, sweep: SweepConfig, search: OptunaSearch | None,
+def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: SweepConfig, search: OptunaSearch | None,
           progress: Progress, samples: int = 1) -> tune.Tuner:
     """A fresh Tuner per invocation: what finished before is already on disk, and an interrupted trial resumes
     from its own checkpoint, so Tune's pickled experiment state is never restored."""

@@ -23,8 +23,8 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distill import cache, experiment, io, losses, ray_shared
-from distill.config import DataConfig, SweepConfig, TeacherConfig, digest
+from distill import cache, experiment, files, losses, ray_shared
+from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
 from distill.train import fit
 
@@ -42,7 +42,7 @@ def member_loop(config: dict) -> None:
     resume = None
     if (checkpoint := ray.train.get_checkpoint()) is not None:
         with checkpoint.as_directory() as d:
-            resume = io.torch_load(Path(d) / "state.pt", map_location=get_device())  # weights only
+            resume = files.torch_load(Path(d) / "state.pt", map_location=get_device())  # weights only
 
     def report(row: dict, state: Callable[[], dict]) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -64,7 +64,7 @@ def member_trial(config: dict, data, root: str, data_config: DataConfig, retries
     The Ray Train run is named by the member's identity: a member retrained with other settings never resumes
     from a checkpoint of the old ones."""
     teacher, index = config["member"]
-    identity = digest(cache.member_identity(data_config, teacher, index))[:8]
+    identity = files.digest(cache.member_identity(data_config, teacher, index))[:8]
     trainer = TorchTrainer(
         member_loop,
         train_loop_config={"teacher": teacher, "index": index, "data": data, "root": root, "data_config": data_config},
@@ -72,13 +72,13 @@ def member_trial(config: dict, data, root: str, data_config: DataConfig, retries
             num_workers=teacher.workers, use_gpu=teacher.gpus_per_worker > 0,
             resources_per_worker={"CPU": teacher.cpus_per_worker, "GPU": teacher.gpus_per_worker}),
         run_config=RunConfig(
-            name=f"{teacher.name}-member-{index}-{identity}", storage_path=str(io.location(root) / "ray"),
+            name=f"{teacher.name}-member-{index}-{identity}", storage_path=str(files.location(root) / "ray"),
             failure_config=FailureConfig(max_failures=retries),
             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]))
     trainer.fit()
 
 
-def train_members(sweep: SweepConfig, root: io.Location, pending: list[tuple[TeacherConfig, int]], data,
+def train_members(sweep: SweepConfig, root: files.Location, pending: list[tuple[TeacherConfig, int]], data,
                   retries: int = 3) -> None:
     """Train the pending members through Ray Train, as many at once as the cluster fits."""
     tuner = tune.Tuner(
@@ -95,7 +95,7 @@ def train_members(sweep: SweepConfig, root: io.Location, pending: list[tuple[Tea
         raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
 
 
-def harvest(root: io.Location, data_config: DataConfig, teacher: TeacherConfig, data) -> dict:
+def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfig, data) -> dict:
     """Harvest `teacher` in a task with its members' resources (a GPU where members had one)."""
     resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
     return ray.get(harvest_task.options(**resources).remote(root, data_config, teacher, data))
@@ -113,7 +113,7 @@ def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
 
 
 @ray.remote
-def harvest_task(root: io.Location, data_config, teacher: TeacherConfig, data) -> dict:
+def harvest_task(root: files.Location, data_config, teacher: TeacherConfig, data) -> dict:
     """Harvest on a worker with the member's resources (a GPU where members had one), not on the driver."""
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
     # Ray reuses task processes: torch keeps the thread count of the first task the process ran.

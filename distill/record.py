@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from distill import io
+from distill import files
 from distill.config import SweepConfig, to_dict
 
 PACKAGES = ("distill", "torch", "ray", "numpy", "optuna", "pandas")
@@ -58,9 +58,9 @@ def build(sweep: SweepConfig, argv: list[str], splits) -> dict:
                      "sizes": {s: len(getattr(splits, f"{s}_y")) for s in ("train", "val", "test")}}}
 
 
-def write(root: io.Location, sweep: SweepConfig, argv: list[str], splits) -> io.Location:
+def write(root: files.Location, sweep: SweepConfig, argv: list[str], splits) -> files.Location:
     rec = build(sweep, argv, splits)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    path = io.location(root) / "runs" / f"{stamp}-{rec['host']}-{rec['pid']}.json"
-    io.write_json(path, rec)
+    path = files.location(root) / "runs" / f"{stamp}-{rec['host']}-{rec['pid']}.json"
+    files.write_json(path, rec)
     return path

@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure  # Figure without pyplot: no global backend state, renders PNG by Agg
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from distill import io, models, results
+from distill import files, models, results
 from distill.errors import UserError
 from distill.teachers import parse
 
@@ -72,14 +72,14 @@ def param_count(arch: str, shape, classes: int, **kw) -> int:
         return models.param_count(models.build(arch, shape, classes, **kw))
 
 
-def teacher_errors(results_dir: io.Where) -> pd.DataFrame:
+def teacher_errors(results_dir: files.Where) -> pd.DataFrame:
     """One row per teacher net and ensemble: teacher (the name students use: 'ecnn[2]', 'ecnn', 'ecnn[:4]'),
     base, kind ("member"/"ensemble"), members, index, test_error, val_error, params, hidden_units, arch (the
     builder) and architecture. Errors come from `cache/<teacher>.json`, sizes from the teachers of the sweep
     config in results.json (an ensemble's are its members' sum). A sub-ensemble that students used has unknown
     (NaN) errors: the manifest does not hold them, and the test labels that computing them needs are not stored
     here."""
-    root = io.location(results_dir)
+    root = files.location(results_dir)
     config = results.config(root)
     shape, classes = DATA.get(config.get("data", {}).get("name"), (None, None))
     used = results.load(root)["teacher"].unique() if (root / "results.parquet").exists() else []
@@ -89,7 +89,7 @@ def teacher_errors(results_dir: io.Where) -> pd.DataFrame:
         params = param_count(t["arch"], shape, classes, **args) if shape else np.nan
         arch, units = describe(t["arch"], shape, classes, **args)
         path = root / "cache" / f"{name}.json"
-        manifest = io.read_json(path) if path.exists() else {}
+        manifest = files.read_json(path) if path.exists() else {}
         net = dict(base=name, arch=t["arch"], architecture=arch)
         for m in manifest.get("members", [{"index": i} for i in range(count)]):
             rows.append(net | dict(teacher=f"{name}[{m['index']}]", kind="member", members=1, index=m["index"],
@@ -126,19 +126,19 @@ def references(teachers: pd.DataFrame, teacher: str) -> tuple[pd.DataFrame, pd.D
     return (members if len(idx) > 1 else members.iloc[:0]), own
 
 
-def _save(fig: Figure, path: io.Where) -> io.Location:
+def _save(fig: Figure, path: files.Where) -> files.Location:
     for ax in fig.axes:
         ax.grid(True, which="both", alpha=0.3)
     if fig.axes[-1].get_legend_handles_labels()[0]:
         fig.axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never hides data
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    io.write_bytes(path, buf.getvalue())  # atomically, locally or in object storage
-    return io.location(path)
+    files.write_bytes(path, buf.getvalue())  # atomically, locally or in object storage
+    return files.location(path)
 
 
-def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, path: io.Where,
-                    title: str = "") -> io.Location:
+def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, path: files.Where,
+                    title: str = "") -> files.Location:
     """Test error against #params (log x): students of `teacher` and label-trained students, mean ± std over
     seeds; solid circles without bottleneck, dashed squares with one; the teacher's members and itself."""
     fig = Figure(figsize=(8, 5), layout="constrained")
@@ -162,8 +162,8 @@ def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, p
     return _save(fig, path)
 
 
-def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: io.Where,
-                           title: str = "") -> io.Location:
+def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: files.Where,
+                           title: str = "") -> files.Location:
     """Student error against teacher error at each fixed student size (one line per size and target): does a
     better teacher make a better student? Teachers of unknown error are left out."""
     fig = Figure(figsize=(8, 5), layout="constrained")
@@ -189,8 +189,8 @@ def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: io
     return _save(fig, path)
 
 
-def bottleneck_figure(frame: pd.DataFrame, path: io.Where, input_dim: int | None = None,
-                      title: str = "") -> io.Location:
+def bottleneck_figure(frame: pd.DataFrame, path: files.Where, input_dim: int | None = None,
+                      title: str = "") -> files.Location:
     """One row per hidden width H: test error, best epoch (time to converge) and train seconds against k.
     The net without bottleneck is a hollow marker at k = min(input_dim, H): a bottleneck that wide restricts
     nothing (rank W <= min(D, H)), so that is where the unrestricted net sits on the k axis."""
@@ -341,9 +341,9 @@ def fit_section(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str) -> li
     return lines + [""] + words
 
 
-def write(results_dir: io.Where) -> io.Location:
+def write(results_dir: files.Where) -> files.Location:
     """Write report.md and its PNG figures beside the results (relative links: it renders on a code host)."""
-    root = io.location(results_dir)
+    root = files.location(results_dir)
     raw = results.load(root)
     frame = select(raw)
     if frame.empty:
@@ -376,11 +376,11 @@ def write(results_dir: io.Where) -> io.Location:
     md += ["## Error against log10(#params)", ""]
     for t in names:
         md += fit_section(frame, teachers, t) + [""]
-    io.write_bytes(root / "report.md", "\n".join(md).encode())
+    files.write_bytes(root / "report.md", "\n".join(md).encode())
     return root / "report.md"
 
 
-def main(results_dir: io.Where) -> int:
+def main(results_dir: files.Where) -> int:
     """`python -m distill report RESULTS_DIR`: write the report and say where it is."""
     print(f"wrote {write(results_dir)}")
     return 0

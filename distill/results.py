@@ -12,7 +12,7 @@ import io as _io
 import pandas as pd
 import pyarrow as pa
 
-from distill import io
+from distill import files
 from distill.errors import UserError
 
 MANIFEST = "results.json"
@@ -20,28 +20,28 @@ MANIFEST = "results.json"
 COLUMNS = ["status", "target", "hidden", "bottleneck", "teacher", "seed", "val_error", "test_error"]
 
 
-def write(directory: io.Where, rows: list[dict], config: dict) -> pd.DataFrame:
+def write(directory: files.Where, rows: list[dict], config: dict) -> pd.DataFrame:
     """Write results.parquet and results.csv from one frame, then the manifest results.json (atomically each)
     beside the sweep's other outputs; `config` is the resolved sweep config (config.to_dict)."""
     frame = pd.DataFrame(rows)
     # A sweep whose trials all failed reports no errors: the columns are there anyway, empty, so that it loads.
     frame = frame.reindex(columns=[*frame.columns, *(c for c in COLUMNS if c not in frame)])
-    directory = io.location(directory)
+    directory = files.location(directory)
     buf = _io.BytesIO()
     frame.to_parquet(buf, index=False)
     payloads = {"results.parquet": buf.getvalue(), "results.csv": frame.to_csv(index=False).encode()}
     for name, payload in payloads.items():
-        io.write_bytes(directory / name, payload)
-    io.write_json(directory / MANIFEST, {"rows": len(frame), "config": config,
-                                         "files": {name: io.sha256(p) for name, p in payloads.items()}})
+        files.write_bytes(directory / name, payload)
+    files.write_json(directory / MANIFEST, {"rows": len(frame), "config": config,
+                                         "files": {name: files.sha256(p) for name, p in payloads.items()}})
     return frame
 
 
-def load(path: io.Where) -> pd.DataFrame:
+def load(path: files.Where) -> pd.DataFrame:
     """The results of a sweep: pass its directory (or its results.parquet / results.csv), a local path or a
     storage URI (s3://bucket/dir). A file that does not match the manifest beside it is refused; without a
     manifest (sweeps written before it existed) the file is taken as it is."""
-    path = io.location(path)
+    path = files.location(path)
     if path.suffix not in (".parquet", ".csv"):
         path = path / "results.parquet"
     if not path.exists():
@@ -49,7 +49,7 @@ def load(path: io.Where) -> pd.DataFrame:
     payload = path.read_bytes()
     manifest = path.parent / MANIFEST
     expected = _manifest(manifest)["files"].get(path.name) if manifest.exists() else None
-    if expected is not None and io.sha256(payload) != expected:
+    if expected is not None and files.sha256(payload) != expected:
         raise UserError(f"{path} does not match {MANIFEST}: an interrupted write; run the sweep command again to "
                         "rewrite them")
     try:
@@ -66,15 +66,15 @@ def load(path: io.Where) -> pd.DataFrame:
     return frame
 
 
-def config(directory: io.Where) -> dict:
+def config(directory: files.Where) -> dict:
     """The resolved sweep config that produced a directory's results, from its manifest; {} without one."""
-    manifest = io.location(directory) / MANIFEST
+    manifest = files.location(directory) / MANIFEST
     return _manifest(manifest)["config"] if manifest.exists() else {}
 
 
-def _manifest(path: io.Location) -> dict:
-    """The manifest in `path`; valid JSON of the wrong shape is as damaged as invalid JSON (io.read_json's)."""
-    manifest = io.read_json(path)
+def _manifest(path: files.Location) -> dict:
+    """The manifest in `path`; valid JSON of the wrong shape is as damaged as invalid JSON (files.read_json's)."""
+    manifest = files.read_json(path)
     if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
             and isinstance(manifest.get("config"), dict)):
         raise UserError(f"{path} is not a results manifest (rows, files, config): it was damaged; run the sweep "

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from distill import io, lease
+from distill import files, lease
 from distill.errors import UserError
 
 
@@ -24,12 +24,12 @@ def foreign(root, heartbeat_age: float) -> dict:
     """Leave the lease of a driver on another host whose last heartbeat was `heartbeat_age` s ago."""
     theirs = {"owner": "theirs", "host": "elsewhere", "pid": 4242, "command": "python -m distill sweep x.py",
               "started": datetime.datetime.now(datetime.UTC).isoformat(), "heartbeat": time.time() - heartbeat_age}
-    io.write_json(io.location(root) / "lease.json", theirs)
+    files.write_json(files.location(root) / "lease.json", theirs)
     return theirs
 
 
 def current(root) -> dict:
-    return io.read_json(io.location(root) / "lease.json")
+    return files.read_json(files.location(root) / "lease.json")
 
 
 def test_second_driver_refused_until_the_first_exits(storage):
@@ -40,10 +40,10 @@ def test_second_driver_refused_until_the_first_exits(storage):
     message = str(refused.value)
     assert "\n" not in message and f"pid {os.getpid()}" in message and "sweeps/first.py" in message
     assert f"on host {socket.gethostname()}" in message and "lease.json" in message and "ray job stop" in message
-    assert not (io.location(storage) / "lease.json").exists()
+    assert not (files.location(storage) / "lease.json").exists()
     with pytest.raises(KeyboardInterrupt), hold(storage):  # an interrupted driver frees the lease too
         raise KeyboardInterrupt
-    assert not (io.location(storage) / "lease.json").exists()
+    assert not (files.location(storage) / "lease.json").exists()
     with hold(storage):
         assert current(storage)["pid"] == os.getpid()
 
@@ -139,6 +139,6 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="DISTILL_LEASE_TTL_S='soon' is not a positive number"), hold(tmp_path):
         pass
     monkeypatch.delenv("DISTILL_LEASE_TTL_S")
-    io.write_json(tmp_path / "lease.json", {"owner": "someone"})
+    files.write_json(tmp_path / "lease.json", {"owner": "someone"})
     with pytest.raises(UserError, match="is not a lease .* delete it if no driver runs this sweep"), hold(tmp_path):
         pass

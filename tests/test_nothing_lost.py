@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from distill import cache, experiment, io, local, pipeline, results
+from distill import cache, experiment, files, local, pipeline, results
 from distill.__main__ import main
 from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
@@ -34,33 +34,33 @@ class FailingMove:
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(storage, monkeypatch):
-    path = io.location(storage) / "f.json"
-    io.write_json(path, {"v": 1})
+    path = files.location(storage) / "f.json"
+    files.write_json(path, {"v": 1})
 
     def crash(*args):
         raise OSError("disk full")
 
     if path.remote:
-        path = io.Location(FailingMove(path.fs), path.path, path.query, path.scheme)
+        path = files.Location(FailingMove(path.fs), path.path, path.query, path.scheme)
     else:
-        monkeypatch.setattr(io.os, "fsync", crash)  # dies after writing the temp file, before the rename
+        monkeypatch.setattr(files.os, "fsync", crash)  # dies after writing the temp file, before the rename
     with pytest.raises(OSError):
-        io.write_json(path, {"v": 2})
-    assert io.read_json(path) == {"v": 1}
+        files.write_json(path, {"v": 2})
+    assert files.read_json(path) == {"v": 1}
     assert [p.name for p in path.parent.glob("*")] == ["f.json"]
 
 
 def test_locations_name_the_same_place_as_ray(s3_server):
     uri = f"s3://distill-tests/a/b?{s3_server}"
-    root = io.location(uri)
+    root = files.location(uri)
     assert str(root / "ray") == f"s3://distill-tests/a/b/ray?{s3_server}"  # options stay at the end
     assert root.name == "b" and str(root.parent) == f"s3://distill-tests/a?{s3_server}"
     (root / "x" / "y.json").write_bytes(b"{}")
     assert (root / "x").is_dir() and (root / "x" / "y.json").exists() and not (root / "z").exists()
-    assert io.location("~/r").path == os.path.expanduser("~/r") and io.location("file:///tmp/r").path == "/tmp/r"
+    assert files.location("~/r").path == os.path.expanduser("~/r") and files.location("file:///tmp/r").path == "/tmp/r"
 
 
-def remove(location: io.Location) -> None:
+def remove(location: files.Location) -> None:
     if location.remote:
         location.fs.delete_file(location.path)
     else:
@@ -106,14 +106,14 @@ def get_config(variant):
 
 def rows_on_disk(root) -> dict[str, float]:
     """Trial directory -> training seconds of every student that wrote its row."""
-    return {p.parent.name: io.read_json(p)["train_seconds"] for p in (root / "students").glob("*/row.json")}
+    return {p.parent.name: files.read_json(p)["train_seconds"] for p in (root / "students").glob("*/row.json")}
 
 
 def test_full_disk_during_a_local_sweep_keeps_finished_students(tmp_path, capsys, monkeypatch):
     sweep_file = tmp_path / "local.py"
     sweep_file.write_text(LOCAL_SWEEP.replace("{epochs}", "2"))
     command = ["sweep", str(sweep_file), "--storage", str(tmp_path), "--local"]
-    calls, real_fsync, real_run = [], io.os.fsync, experiment.run_student
+    calls, real_fsync, real_run = [], files.os.fsync, experiment.run_student
 
     def run_student(*args, **kwargs):  # the disk fills up as the third student starts
         calls.append(1)
@@ -125,14 +125,14 @@ def test_full_disk_during_a_local_sweep_keeps_finished_students(tmp_path, capsys
         real_fsync(fd)
 
     monkeypatch.setattr(experiment, "run_student", run_student)
-    monkeypatch.setattr(io.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "fsync", fsync)
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.startswith("distill: error: no space left in ") and err.count("\n") == 1 and "MiB free" in err
     before = rows_on_disk(tmp_path / "local")
     assert len(before) == 2 and not (tmp_path / "local" / "results.parquet").exists()
 
-    monkeypatch.setattr(io.os, "fsync", real_fsync)  # space freed: the same command finishes the sweep
+    monkeypatch.setattr(files.os, "fsync", real_fsync)  # space freed: the same command finishes the sweep
     assert main(command) == 0
     assert "students: 2 of 6 cells finished before with these settings, kept" in capsys.readouterr().out
     frame = results.load(tmp_path / "local")

@@ -3,7 +3,7 @@ cell, diverging trials."""
 
 import dataclasses
 
-from distill import experiment, io, models, pipeline, ray_sweep, report, results
+from distill import experiment, files, models, pipeline, ray_sweep, report, results
 from distill.__main__ import main
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig
 from distill.train import TrainConfig
@@ -11,7 +11,7 @@ from distill.train import TrainConfig
 
 def test_smoke_job_gives_one_row_per_student(ray_local, storage):
     assert main(["run", "sweeps/demo.py", "--variant", "smoke", "--storage", storage]) == 0
-    root = io.location(storage) / "demo-smoke"
+    root = files.location(storage) / "demo-smoke"
     frame = results.load(root)
     # smoke grid: H=64 x k in {None, 16} x targets {mimic, labels} x 1 seed
     assert len(frame) == 4
@@ -27,7 +27,7 @@ def test_smoke_job_gives_one_row_per_student(ray_local, storage):
     for path in ("results.csv", "results.json", "cache/ecnn.json", "teachers/ecnn/member-1/model.pt"):
         assert (root / path).exists(), path
     # Each trial's own checkpoint and row sit in its directory in the storage, where a retry on any node finds them.
-    trials = [io.location(d) for d in frame["trial_dir"]]
+    trials = [files.location(d) for d in frame["trial_dir"]]
     assert all(str(t).startswith(str(root / "students").split("?")[0]) for t in trials)
     assert all((t / "state.pt").exists() and (t / "row.json").exists() for t in trials)
     assert results.config(root)["name"] == "demo-smoke" and len((root / "runs").glob("*.json")) == 1

@@ -58,7 +58,7 @@ def test_ensemble_finishes_after_a_worker_is_killed(trained):
     assert all(r is not None and r["epochs"] == EPOCHS for r in results), logs
     # Each member resumed from a checkpoint (epoch >= 1): none started over.
     assert all(r["resumed_from"] >= 1 for r in results), results
-    manifest = cache.io.read_json(root / "cache" / "ecnn.json")
+    manifest = cache.files.read_json(root / "cache" / "ecnn.json")
     assert manifest["ensemble"]["test_error"] < 0.2
     assert len(manifest["members"]) == 2
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill import io, results
+from distill import files, results
 from distill.errors import UserError
 
 CONFIG = {"name": "tiny", "data": {"name": "mnist5k"}, "teachers": [{"name": "ecnn", "arch": "cnn", "members": 2}]}
@@ -18,13 +18,13 @@ def rows() -> list[dict]:
 
 
 def test_write_and_load_round_trip_with_the_manifest(storage):
-    root = io.location(storage)
+    root = files.location(storage)
     frame = results.write(root, rows(), CONFIG)
     pd.testing.assert_frame_equal(results.load(root), frame)
     pd.testing.assert_frame_equal(results.load(root / "results.csv"), frame)
-    manifest = io.read_json(root / "results.json")
+    manifest = files.read_json(root / "results.json")
     assert manifest["rows"] == 4 and manifest["config"] == CONFIG == results.config(root)
-    assert manifest["files"] == {n: io.sha256((root / n).read_bytes()) for n in ("results.parquet", "results.csv")}
+    assert manifest["files"] == {n: files.sha256((root / n).read_bytes()) for n in ("results.parquet", "results.csv")}
 
 
 def test_a_table_without_manifest_loads_and_has_no_config(tmp_path):

@@ -14,7 +14,7 @@ from timit_corpus import SPEAKERS
 from timit_corpus import write as write_corpus
 
 import distill.data
-from distill import cache, experiment, io, ray_shared, results, speech
+from distill import cache, experiment, files, ray_shared, results, speech
 from distill.__main__ import main
 from distill.config import StudentConfig, load_sweep
 from distill.datasets import timit
@@ -253,7 +253,7 @@ def test_feature_cache_is_reused_rebuilt_when_corrupt_and_keyed_by_files(corpus,
     monkeypatch.setattr(timit, "extract", lambda utts: calls.append(len(utts)) or real(utts))
     assert torch.equal(timit.load(str(root)).train_x, first.train_x)
     assert calls == [18]  # only the damaged split was recomputed, and it was rewritten intact
-    assert io.sha256(train.read_bytes()) == io.read_json(train.with_suffix(".json"))["sha256"]
+    assert files.sha256(train.read_bytes()) == files.read_json(train.with_suffix(".json"))["sha256"]
 
     phn = next((root / "TEST").rglob("MDAB0/SX*.PHN"))
     phn.write_text(phn.read_text() + "\n")  # a changed file (size, mtime) is a new key, not a stale hit
@@ -305,7 +305,7 @@ def test_smoke_sweep_runs_end_to_end_through_ray(ray_local, corpus, tmp_path):
     assert (frame["params"] == 1845 * 16 + 16 * 128 + 128 + 128 * 183 + 183).all()
     assert frame["test_error"].between(0, 1).all() and frame["test_fer"].between(0, 1).all()
     assert (frame["test_per"] >= 0).all() and np.isfinite(frame["test_per"]).all()
-    manifest = io.read_json(cache.cache_paths(tmp_path / "timit-smoke", "ecnn")[1])
+    manifest = files.read_json(cache.cache_paths(tmp_path / "timit-smoke", "ecnn")[1])
     assert manifest["shapes"]["transfer"][2] == 183 and len(manifest["members"]) == 2
     assert 0 <= manifest["ensemble"]["test_per"] and 0 <= manifest["ensemble"]["test_fer"] <= 1
     assert all(0 <= m["test_per"] and 0 <= m["test_fer"] <= m["test_error"] for m in manifest["members"])

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from distill import cache, experiment, io, local, pipeline
+from distill import cache, experiment, files, local, pipeline
 from distill.__main__ import main
 from distill.config import DataConfig, StudentConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
@@ -37,13 +37,13 @@ class Payload:
 
 
 def crafted(marker) -> bytes:
-    return io.torch_bytes({"model": Payload(marker), "epoch": 1})
+    return files.torch_bytes({"model": Payload(marker), "epoch": 1})
 
 
 def test_crafted_student_checkpoint_is_refused_and_nothing_runs(tmp_path, capsys):
     root, marker = tmp_path / "out" / "trust", tmp_path / "ran"
     (job,) = pipeline.jobs(SWEEP, root)
-    io.write_bytes(pipeline.trial_dir(root, job) / "state.pt", crafted(marker))  # where a resumed trial looks
+    files.write_bytes(pipeline.trial_dir(root, job) / "state.pt", crafted(marker))  # where a resumed trial looks
     (tmp_path / "sweep.py").write_text(SWEEP_FILE)
     status = main(["sweep", str(tmp_path / "sweep.py"), "--storage", str(tmp_path / "out"), "--local"])
     err = capsys.readouterr().err
@@ -62,7 +62,7 @@ def test_crafted_logit_cache_is_refused_even_with_a_matching_hash(tmp_path):
     pt, manifest_path = cache.cache_paths(tmp_path, "t")
     payload = crafted(tmp_path / "ran")
     pt.write_bytes(payload)
-    io.write_json(manifest_path, {**io.read_json(manifest_path), "sha256": io.sha256(payload)})
+    files.write_json(manifest_path, {**files.read_json(manifest_path), "sha256": files.sha256(payload)})
     with pytest.raises(UserError, match="refused to load"):
         cache.load(tmp_path, sweep.data, teacher)
     assert not (tmp_path / "ran").exists()
@@ -81,5 +81,5 @@ def test_our_own_checkpoints_load_as_weights_only(tmp_path):
                                  "gs://bucket/dir?session_token=t"])
 def test_credentials_in_a_storage_uri_are_refused(uri):
     with pytest.raises(UserError, match="carries credentials") as e:
-        io.location(uri)
+        files.location(uri)
     assert "secret" not in str(e.value).replace("secret_key", "") and "abc" not in str(e.value)

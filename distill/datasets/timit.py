@@ -28,8 +28,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from distill import io, speech
-from distill.config import digest
+from distill import files, speech
 from distill.data import Raw
 from distill.datasets._torchvision import default_root
 from distill.errors import UserError
@@ -148,7 +147,7 @@ def cache_key(root: str | Path, split: str, utts: list[Utterance]) -> str:
     """Hash of (the copy's resolved path, the split's files with sizes and mtimes, the feature settings)."""
     files = [[str(p.relative_to(root)), (st := p.stat()).st_size, st.st_mtime_ns]
              for u in utts for p in (u.wav, u.phn)]
-    return digest({"root": str(Path(root).resolve()), "split": split, "files": files, "settings": SETTINGS})
+    return files.digest({"root": str(Path(root).resolve()), "split": split, "files": files, "settings": SETTINGS})
 
 
 def cached_extract(root: str | Path, split: str, utts: list[Utterance]) -> dict[str, torch.Tensor]:
@@ -157,14 +156,14 @@ def cached_extract(root: str | Path, split: str, utts: list[Utterance]) -> dict[
     pt, manifest = cache_dir() / f"{split}-{key}.pt", cache_dir() / f"{split}-{key}.json"
     if pt.exists() and manifest.exists():
         payload = pt.read_bytes()
-        if io.sha256(payload) == io.read_json(manifest).get("sha256"):  # a damaged file is recomputed
-            return io.load_tensors(payload, pt)["data"]  # the bytes just verified
+        if files.sha256(payload) == files.read_json(manifest).get("sha256"):  # a damaged file is recomputed
+            return files.load_tensors(payload, pt)["data"]  # the bytes just verified
     t0 = time.perf_counter()
     data = extract(utts)
     seconds = time.perf_counter() - t0
-    payload = io.torch_bytes({"key": key, "data": data})
-    io.write_bytes(pt, payload)
-    io.write_json(manifest, {"key": key, "sha256": io.sha256(payload), "root": str(Path(root).resolve()),
+    payload = files.torch_bytes({"key": key, "data": data})
+    files.write_bytes(pt, payload)
+    files.write_json(manifest, {"key": key, "sha256": files.sha256(payload), "root": str(Path(root).resolve()),
                              "split": split, "utterances": len(utts), "frames": len(data["targets"]),
                              "seconds": seconds})  # written last: it commits the cache entry
     return data

@@ -215,3 +215,8 @@ def load_tensors(payload: bytes, name, map_location="cpu"):
 
 def sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
+
+
+def digest(obj) -> str:
+    """A short content hash of anything JSON-serialisable (configs, via config.to_dict)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
