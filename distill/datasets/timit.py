@@ -145,9 +145,9 @@ def cache_dir() -> Path:
 
 def cache_key(root: str | Path, split: str, utts: list[Utterance]) -> str:
     """Hash of (the copy's resolved path, the split's files with sizes and mtimes, the feature settings)."""
-    files = [[str(p.relative_to(root)), (st := p.stat()).st_size, st.st_mtime_ns]
+    listing = [[str(p.relative_to(root)), (st := p.stat()).st_size, st.st_mtime_ns]
              for u in utts for p in (u.wav, u.phn)]
-    return files.digest({"root": str(Path(root).resolve()), "split": split, "files": files, "settings": SETTINGS})
+    return files.digest({"root": str(Path(root).resolve()), "split": split, "files": listing, "settings": SETTINGS})
 
 
 def cached_extract(root: str | Path, split: str, utts: list[Utterance]) -> dict[str, torch.Tensor]:
