@@ -237,15 +237,15 @@ def test_feature_cache_is_reused_rebuilt_when_corrupt_and_keyed_by_files(corpus,
     root = tmp_path / "TIMIT"
     shutil.copytree(corpus[0], root)
     first = timit.load(str(root))
-    files = sorted(own_cache.rglob("*.pt"))
-    assert [f.name.split("-")[0] for f in files] == ["test", "train", "val"]
+    entries = sorted(own_cache.rglob("*.pt"))
+    assert [f.name.split("-")[0] for f in entries] == ["test", "train", "val"]
     assert not any(root.rglob("*.pt"))  # never written into the user's copy
 
     real = timit.extract
     monkeypatch.setattr(timit, "extract", lambda utts: pytest.fail("extracted again despite the cache"))
     assert torch.equal(timit.load(str(root)).train_x, first.train_x)
 
-    train = next(f for f in files if f.name.startswith("train"))
+    train = next(f for f in entries if f.name.startswith("train"))
     damaged = bytearray(train.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     train.write_bytes(bytes(damaged))
