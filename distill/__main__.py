@@ -54,7 +54,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from distill import report
 
         return report.main(args.results_dir)
-    from distill import experiment, lease, pipeline, preflight, record
+    from distill import experiment, pipeline, preflight
     from distill.config import load_sweep
 
     # Everything a user can get wrong is checked before data loads, Ray starts or anything is written.
@@ -72,40 +72,31 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     # Prepared on the CPU for Ray: trials move it to their device. Bad data paths fail here, before Ray starts.
     splits, transfer = experiment.prepare(sweep.data, device if args.local else "cpu")
     experiment.check_fits(sweep, splits, device)
-    with lease.hold(root, " ".join(["distill", *argv])):
-        if args.command == "sweep":  # a missing or stale teacher cache fails here, before Ray starts
-            pipeline.jobs(sweep, root)
-        record.write(root, sweep, ["distill", *argv], splits)  # this invocation's own record, never overwritten
-        if args.local:
-            from distill import local
+    if args.local:
+        from distill import local
 
-            executor = local.Executor(sweep, root, splits, transfer, print)
-        else:
-            from distill import ray_shared, ray_sweep
+        executor = local.Executor(sweep, root, splits, transfer, print)
+    else:
+        from distill import ray_sweep
 
-            ray_shared.init(address)
-            executor = ray_sweep.Executor(sweep, root, splits, transfer, print)
-        if args.command in ("teachers", "run"):
-            pipeline.teachers(sweep, root, executor, print)
-        if args.command in ("sweep", "run"):
-            print(summary(pipeline.students(sweep, root, executor, print)))
+        executor = ray_sweep.Executor(sweep, root, splits, transfer, print, address)  # starts Ray when first used
+    frame = pipeline.run(sweep, root, executor, args.command, print, ["distill", *argv])
+    if frame is not None:
+        print(summary(frame))
     return 0
 
 
 def summary(frame) -> str:
-    """Mean test error per (target, hidden, bottleneck) over seeds: the first look at a sweep."""
-    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
-    if ok.empty:
+    """Mean test error per cell over seeds (per cell and seed the trial of lowest val error, as the report keeps):
+    the first look at a sweep. Agreement and phone error rate appear where the rows have them."""
+    from distill import analysis
+
+    table = analysis.cells(analysis.select(frame))
+    if table.empty:
         return "no trial finished"
-    cols = [c for c in ("target", "teacher", "hidden", "bottleneck") if c in ok]
-    stats = {"params": ("params", "first"), "test_error": ("test_error", "mean"), "sd": ("test_error", "std"),
-             "n": ("test_error", "size")}
-    if "test_agreement" in ok:  # absent when no trial had a teacher to compare with
-        stats["agreement"] = ("test_agreement", "mean")
-    if "test_per" in ok:  # speech: phone error rate on the test set
-        stats["per"] = ("test_per", "mean")
-    table = ok.assign(bottleneck=ok["bottleneck"].fillna(0).astype(int)).groupby(cols, dropna=False).agg(**stats)
-    return table.to_string(float_format=lambda v: f"{v:.4f}")
+    table = table.assign(bottleneck=table["bottleneck"].fillna(0).astype(int)).rename(columns={"error": "test_error"})
+    cols = ["params", "test_error", "sd", "n"] + [c for c in ("agreement", "per") if table[c].notna().any()]
+    return table.set_index(analysis.GROUP)[cols].to_string(float_format=lambda v: f"{v:.4f}")
 
 
 if __name__ == "__main__":

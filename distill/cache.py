@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distill import data, experiment, files
+from distill import data, experiment, files, models
 from distill.config import DataConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.files import Location, Where
@@ -70,7 +70,9 @@ def save_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, in
     payload = files.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
     files.write_bytes(d / "model.pt", payload)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
+    architecture, units = models.describe(model, splits.shape)
     result = {"teacher": to_dict(teacher), "index": index, "sha256": files.sha256(payload),
+              "architecture": architecture, "params": models.param_count(model), "hidden_units": units,
               "identity": member_identity(data_config, teacher, index),
               "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
               "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,

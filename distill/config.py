@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import UserError
+from distill.targets import TARGETS, needs_teacher
 from distill.train import TrainConfig
-
-TARGETS = ("mimic", "labels", "labels-aug", "kd")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class StudentConfig:
 
     hidden: int
     bottleneck: int | None = None
-    target: str = "mimic"  # mimic | labels | labels-aug | kd
+    target: str = "mimic"  # a name in distill.targets.TARGETS: mimic, labels, labels-aug, kd, prob-l2
     teacher: str = "ecnn"  # a teacher name (see TeacherConfig.name); ignored by the label targets
     arch: str = "snn"  # snn | conv_snn
     arch_args: Mapping = field(default_factory=dict)
@@ -99,7 +98,7 @@ class SweepConfig:
         """Every student of the grid: width x bottleneck x target x teacher x seed (labels ignore teacher)."""
         return [self.cell(h, k, target, teacher, seed)
                 for h in self.hidden for k in self.bottleneck for target in self.targets
-                for teacher in (self.student_teachers if target in ("mimic", "kd") else ("",))
+                for teacher in (self.student_teachers if needs_teacher(target) else ("",))
                 for seed in self.seeds]
 
     def reference(self, cell: StudentConfig) -> str:
@@ -291,5 +290,5 @@ def validate(config: SweepConfig) -> None:
                         "must be non-empty")
     for cell in config.cells():
         models.check_sizes(cell.hidden, cell.bottleneck)
-        if cell.target in ("mimic", "kd"):
+        if needs_teacher(cell.target):
             teachers.parse(cell.teacher, {t.name: t.members for t in config.teachers}, names)

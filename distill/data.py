@@ -17,29 +17,6 @@ from distill.errors import UserError
 
 
 @dataclass(frozen=True)
-class Raw:
-    """What a data-set module returns: uint8/float images NCHW and int64 labels, before any split.
-
-    `test_x` is None when the data set has no official test split (then one is carved out); `val_x` is
-    None when it has no official val split (then val is carved out of train). Speech data sets also give
-    the frames per utterance of val and test, and the map from their classes to scored labels (PER).
-    """
-
-    train_x: torch.Tensor  # (N, C, H, W)
-    train_y: torch.Tensor  # (N,)
-    test_x: torch.Tensor | None
-    test_y: torch.Tensor | None
-    classes: int
-    flips: bool  # horizontal flips keep the label (photos yes, digits no)
-    test_size: int = 0  # carved out of train when test_x is None
-    val_x: torch.Tensor | None = None  # an official val split (TIMIT's dev speakers); None: carve one out
-    val_y: torch.Tensor | None = None
-    val_lengths: torch.Tensor | None = None  # (U,) int64 frames per utterance, in order; None for images
-    test_lengths: torch.Tensor | None = None
-    fold: torch.Tensor | None = None  # (classes,) int64 class -> scored label (-1: not scored); None for images
-
-
-@dataclass(frozen=True)
 class Splits:
     """Normalised train / val / test tensors on one device. Val is carved out of train by `seed`, unless
     the data set has its own. The last three fields are only set for speech (see `Raw`)."""

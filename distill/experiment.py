@@ -15,6 +15,7 @@ from torch import nn
 from distill import data, files, losses, models, speech
 from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
 from distill.errors import UserError
+from distill.targets import TARGETS
 from distill.train import Diverged, Fit, Report, agreement, error, fit, infer, logit_rmse
 
 SPLITS = ("transfer", "val", "test")
@@ -29,6 +30,15 @@ def prepare(config: DataConfig, device: str | torch.device = "cpu") -> tuple[dat
 def build_member(teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
     torch.manual_seed(teacher.train.seed + index)  # member i's initialisation
     return models.build(teacher.arch, splits.shape, splits.classes, **teacher.arch_args)
+
+
+def teacher_facts(teacher: TeacherConfig, splits: data.Splits) -> dict:
+    """A teacher's architecture in the paper's notation, #params and #hidden units of one member, and its size."""
+    with torch.device("meta"):  # counts without allocating
+        model = build_member(teacher, 0, splits)
+    architecture, units = models.describe(model, splits.shape)
+    return {"name": teacher.name, "architecture": architecture, "params": models.param_count(model),
+            "hidden_units": units, "members": teacher.members}
 
 
 def member_task(teacher: TeacherConfig, index: int, splits: data.Splits, transfer: data.TransferSet,
@@ -46,12 +56,18 @@ def member_task(teacher: TeacherConfig, index: int, splits: data.Splits, transfe
 
 
 def train_member(teacher: TeacherConfig, index: int, splits: data.Splits, transfer: data.TransferSet,
-                 report: Report | None = None, resume: dict | None = None) -> tuple[nn.Module, Fit]:
-    """Train ensemble member `index` (seed = train.seed + index) by cross-entropy on the augmented inputs."""
+                 report: Report | None = None, resume: dict | None = None,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0,
+                 world: int = 1) -> tuple[nn.Module, Fit]:
+    """Train ensemble member `index` (seed = train.seed + index) by cross-entropy on the augmented inputs.
+
+    Data-parallel training (Ray Train) passes `wrap` (DDP; it also places the model) and its worker's
+    `rank` of `world`; the returned model is the plain one, unwrapped."""
     model = build_member(teacher, index, splits).to(splits.train_x.device)
-    x, y, config = member_task(teacher, index, splits, transfer)
-    result = fit(model, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), config, report, resume)
-    return model, result
+    trained = wrap(model) if wrap is not None else model
+    x, y, config = member_task(teacher, index, splits, transfer, rank, world)
+    result = fit(trained, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), config, report, resume)
+    return getattr(trained, "module", trained), result
 
 
 def harvest(model: nn.Module, splits: data.Splits, transfer: data.TransferSet,
@@ -63,18 +79,17 @@ def harvest(model: nn.Module, splits: data.Splits, transfer: data.TransferSet,
 
 def student_task(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
                  teacher: dict[str, torch.Tensor] | None):
-    """What a student learns from: (inputs, targets, loss) for its target."""
-    if cell.target == "labels":
-        return splits.train_x, splits.train_y, losses.cross_entropy
-    if cell.target == "labels-aug":
-        return transfer.x, splits.train_y[transfer.source], losses.cross_entropy
-    if teacher is None:
+    """What a student learns from: (inputs, targets, loss) for its target (distill.targets)."""
+    target = TARGETS[cell.target]
+    n = len(splits.train_x)  # the transfer set starts with the train inputs themselves
+    x = splits.train_x if target.inputs == "train" else transfer.x
+    if not target.teacher:  # labels; on the transfer set each view carries its source image's label
+        y = splits.train_y if target.inputs == "train" else splits.train_y[transfer.source]
+    elif teacher is None:
         raise UserError(f"target {cell.target!r} needs teacher logits: run `distill teachers` first")
-    if cell.target == "mimic":
-        return transfer.x, teacher["transfer"], losses.mimic_l2
-    if cell.target == "kd":
-        return transfer.x, teacher["transfer"], lambda out, z: losses.kd(out, z, cell.temperature)
-    raise UserError(f"unknown target {cell.target!r}: use mimic, labels, labels-aug or kd")
+    else:
+        y = teacher["transfer"][:n] if target.inputs == "train" else teacher["transfer"]
+    return x, y, lambda out, t: target.loss(out, t, cell.temperature)
 
 
 def build_student(cell: StudentConfig, splits: data.Splits) -> nn.Module:
@@ -103,7 +118,9 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     t0 = time.perf_counter()
     result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
-    row = {**cell_columns(cell), "status": "ok", "params": models.param_count(model), "transfer_size": len(x),
+    architecture, units = models.describe(model, splits.shape)
+    row = {**cell_columns(cell), "status": "ok", "architecture": architecture, "hidden_units": units,
+           "params": models.param_count(model), "transfer_size": len(x),
            "val_error": error(val, splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,

@@ -27,8 +27,13 @@ import torch
 
 from distill.errors import UserError
 
-UMASK = os.umask(0o022)
-os.umask(UMASK)
+
+@functools.cache
+def umask() -> int:
+    """The process's umask. Reading it means setting it, so it is read once, when first needed, and restored."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class Location:
@@ -128,7 +133,7 @@ class Location:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files; results are meant to be shared
             os.replace(tmp, self.path)
         except BaseException as e:
             os.unlink(tmp)

@@ -7,6 +7,7 @@ An architecture's name is the builder's name in this module: `getattr(distill.mo
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -115,3 +116,34 @@ def snn_params(d: int, hidden: int, classes: int, bottleneck: int | None = None)
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def describe(model: nn.Module, shape: Sequence[int]) -> tuple[str, int]:
+    """(the paper's notation, #hidden units) of a built model, read off its layers in order:
+    '784-64L-1024-10' (L: a linear bottleneck, no bias), '16c3-p-32c3-p-128-10' (conv 16 maps of 3x3, pool).
+
+    Hidden units are the ReLU outputs for one input, as the paper counts them (a linear bottleneck adds none);
+    they are measured by one forward pass on the meta device, so any module works and nothing is allocated.
+    An ensemble is its first member's notation times the number of members, with all members' units."""
+    if isinstance(model, Ensemble):
+        arch, units = describe(model.members[0], shape)
+        return f"{len(model.members)} x {arch}", units * len(model.members)
+    parts = [str(math.prod(shape))] if isinstance(next(iter(model.children()), None), nn.Flatten) else []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            parts.append(f"{m.out_channels}c{m.kernel_size[0]}")
+        elif isinstance(m, nn.MaxPool2d):
+            parts.append("p")
+        elif isinstance(m, nn.Linear):
+            parts.append(f"{m.out_features}" + ("" if m.bias is not None else "L"))
+    units = []
+    hooks = [m.register_forward_hook(lambda _, __, out: units.append(out[0].numel()))
+             for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        meta = copy.deepcopy(model).to("meta") if next(model.parameters()).device.type != "meta" else model
+        with torch.no_grad():
+            meta(torch.empty(1, *shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return "-".join(parts), sum(units)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Protocol
 
-from distill import cache, files, results
+from distill import cache, files, lease, record, results
 from distill.config import StudentConfig, SweepConfig, TeacherConfig, to_dict
 from distill.experiment import cell_columns
 from distill.teachers import parse
@@ -37,6 +37,8 @@ class Job:
 
 
 class Executor(Protocol):
+    splits: object  # the prepared data (distill.data.Splits), on the executor's device
+
     def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None: ...
 
     def harvest(self, teacher: TeacherConfig) -> dict: ...
@@ -138,3 +140,21 @@ def ended_row(job: Job, searched: dict, trial: files.Location, status: str, reas
     failed every retry): its settings, status and reason, no scores."""
     cell = dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))
     return {**cell_columns(cell), "status": status, "reason": reason, "trial_dir": str(trial)}
+
+
+def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str = "run", log: Log = print,
+        argv: list[str] | None = None):
+    """A sweep command, as `python -m distill` runs it and a notebook can: `teachers` trains and harvests,
+    `sweep` trains the students (their teachers must be harvested), `run` does both. Returns the results
+    frame (None for `teachers`).
+
+    It holds the sweep's lease throughout (one driver per sweep), and writes this invocation's record
+    (`runs/`) once its checks passed, before any work."""
+    root = files.location(root)
+    with lease.hold(root, " ".join(argv or ["distill", command, sweep.name]), log=log):
+        if command == "sweep":  # a missing or stale teacher cache fails here, before anything runs
+            jobs(sweep, root)
+        record.write(root, sweep, argv or ["distill", command, sweep.name], executor.splits)
+        if command in ("teachers", "run"):
+            teachers(sweep, root, executor, log)
+        return students(sweep, root, executor, log) if command in ("sweep", "run") else None

@@ -57,12 +57,14 @@ def get(ref, device: torch.device | str = "cpu"):
 # Ray Train's controller collects worker reports every 2 s by default; every epoch's report waits on
 # it. 0.5 s cut a small member's wall time by a third here (most of a small run is overhead).
 RUNTIME_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}}
-# Tune warns whenever trials checkpoint often (every epoch here): expected, so silenced.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def init(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to the cluster (RAY_ADDRESS / `address`), or start a local one on this machine."""
+    # Tune warns whenever trials checkpoint often (every epoch here): expected, so silenced. Tune reads it
+    # in the driver when a Tuner starts, which is after this; before the early return, for a Ray started
+    # elsewhere (the tests' fixture).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

@@ -18,7 +18,6 @@ import dataclasses
 import time
 
 import optuna
-import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -32,12 +31,17 @@ SEARCHED = ("lr", "momentum", "weight_decay")
 
 
 class Executor:
-    def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print):
+    """Members through Ray Train, students through Ray Tune, on the cluster at `address` (default
+    $RAY_ADDRESS, else a local Ray), which is joined when the first work arrives."""
+
+    def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print,
+                 address: str | None = None):
         self.sweep, self.root, self.splits, self.transfer, self.log = sweep, files.location(root), splits, transfer, log
-        self._data = None
+        self.address, self._data = address, None
 
     def data(self):
         if self._data is None:  # one object-store copy of the data for every member and harvest
+            ray_shared.init(self.address)
             self._data = ray_shared.put(self.splits, self.transfer)
         return self._data
 
@@ -51,6 +55,7 @@ class Executor:
 
     def run_students(self, jobs: list[Job], per_member: dict, done: dict[str, list[dict]]) -> list[dict]:
         sweep = self.sweep
+        ray_shared.init(self.address)
         payload = ray_shared.pack(self.splits, self.transfer, per_member)  # with_parameters stores it once
         trainable = tune.with_resources(
             tune.with_parameters(student_trial, data=payload, jobs={j.id: j for j in jobs}, sweep=sweep,
@@ -162,7 +167,3 @@ def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: Swe
         name=name, storage_path=str(storage), verbose=1, callbacks=[progress],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries)))
 
-
-def init(address: str | None) -> None:
-    ray_shared.init(address)
-    assert ray.is_initialized()

@@ -23,10 +23,9 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distill import cache, experiment, files, losses, ray_shared
+from distill import cache, experiment, files, ray_shared
 from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
-from distill.train import fit
 
 
 def member_loop(config: dict) -> None:
@@ -37,8 +36,6 @@ def member_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     splits, transfer, _ = ray_shared.get(config["data"], get_device())
-    model = prepare_model(experiment.build_member(teacher, index, splits))  # DDP only with 2+ workers
-    x, y, train = experiment.member_task(teacher, index, splits, transfer, rank, world)
     resume = None
     if (checkpoint := ray.train.get_checkpoint()) is not None:
         with checkpoint.as_directory() as d:
@@ -52,10 +49,11 @@ def member_loop(config: dict) -> None:
                 saved = Checkpoint.from_directory(d)
             ray.train.report(row, checkpoint=saved)
 
-    result = fit(model, x, y, losses.cross_entropy, (splits.val_x, splits.val_y), train, report, resume)
+    # prepare_model wraps in DDP only with 2+ workers, and places the model on the worker's device.
+    model, result = experiment.train_member(teacher, index, splits, transfer, report, resume, prepare_model, rank,
+                                            world)
     if rank == 0:
-        plain = getattr(model, "module", model)  # unwrap DDP
-        cache.save_member(config["root"], config["data_config"], teacher, index, plain, splits, result)
+        cache.save_member(config["root"], config["data_config"], teacher, index, model, splits, result)
 
 
 def member_trial(config: dict, data, root: str, data_config: DataConfig, retries: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from distill import files
+from distill import experiment, files
 from distill.config import SweepConfig, to_dict
 
 PACKAGES = ("distill", "torch", "ray", "numpy", "optuna", "pandas")
@@ -39,13 +39,14 @@ def code_version() -> dict:
 
 
 def versions() -> dict:
+    """Installed versions; torch's own string, which names its build (e.g. 2.14.1+cu130), not just the release."""
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    return out
+    return out | {"torch": torch.__version__}
 
 
 def build(sweep: SweepConfig, argv: list[str], splits) -> dict:
@@ -55,7 +56,8 @@ def build(sweep: SweepConfig, argv: list[str], splits) -> dict:
             "versions": versions(), "devices": {"cpu": platform.processor() or platform.machine(),
                                                 "cpus": os.cpu_count(), "cuda": cuda},
             "data": {"name": splits.name, "shape": list(splits.shape), "classes": splits.classes,
-                     "sizes": {s: len(getattr(splits, f"{s}_y")) for s in ("train", "val", "test")}}}
+                     "sizes": {s: len(getattr(splits, f"{s}_y")) for s in ("train", "val", "test")}},
+            "teachers": [experiment.teacher_facts(t, splits) for t in sweep.teachers]}
 
 
 def write(root: files.Location, sweep: SweepConfig, argv: list[str], splits) -> files.Location:

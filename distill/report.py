@@ -1,129 +1,26 @@
-"""The analysis of a sweep: capacity curves, teacher quality, the bottleneck effect, paper-style tables and a
-fit of error against log10(#params), written as `report.md` plus PNGs beside the results.
+"""The rendering of a sweep's analysis: capacity curves, teacher quality, the bottleneck effect, paper-style tables
+and the fit of error against log10(#params), written as `report.md` plus PNGs beside the results.
 
-The functions take the results dataframe (one row per trial, see `distill.results`) and, where teachers
-matter, the table of `teacher_errors`. Errors are test errors; a cell's error is the mean and the sample
-standard deviation (ddof=1) over its seeds. The test split never chooses anything: `select` keeps the trial
-of lowest *val* error per cell when a search ran several in it.
+`write` loads the run once (`distill.analysis.load`); everything else draws or formats frames from it. The numbers
+come from `distill.analysis`; names, order and colours of the targets from `distill.targets.TARGETS`. Errors are
+test errors in %, a cell's the mean ± sample std over its seeds; a fact the run did not record shows as n/a.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 import re
 from io import BytesIO
 from numbers import Number
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure  # Figure without pyplot: no global backend state, renders PNG by Agg
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from distill import files, models, results
+from distill import analysis, files
+from distill.analysis import cells, references
 from distill.errors import UserError
-from distill.teachers import parse
-
-CELL = ["hidden", "bottleneck", "target", "teacher", "seed"]
-STYLE = {"mimic": "C0", "kd": "C2", "labels-aug": "C1", "labels": "C3"}  # colour per target family
-ORDER = {"labels": 0, "labels-aug": 1, "kd": 2, "mimic": 3}  # table order: baselines first, as in the paper
-# (input shape, classes) by data set: the results do not store them, and teacher sizes need them.
-DATA = {"mnist5k": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10),
-        "digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
-        "svhn": ((3, 32, 32), 10)}
-
-
-def select(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (hidden, bottleneck, target, teacher, seed): the finished trial of lowest val error."""
-    ok = frame[(frame["status"] == "ok") & frame["val_error"].notna()] if "status" in frame else frame
-    best = ok.sort_values("val_error", kind="stable").groupby(CELL, dropna=False, sort=False).head(1)
-    return best.sort_index().reset_index(drop=True)
-
-
-def defaults(arch: str) -> dict:
-    """A builder's keyword defaults, read from its signature so that they have one source: models.py."""
-    return {n: p.default for n, p in inspect.signature(getattr(models, arch)).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
-def describe(arch: str, shape=None, classes: int | None = None, **kw) -> tuple[str, float]:
-    """(paper-style architecture, #hidden units): '784-64L-1024-10' (L: linear bottleneck), '16c3-p-32c3-p-128-10'.
-    Hidden units are the ReLU outputs for one input, so a linear bottleneck does not count, as in the paper;
-    without `shape` the input size is left out (and a conv net's units are unknown, NaN)."""
-    kw = defaults(arch) | kw
-    _, h, w = shape or (0, 0, 0)
-    parts = [str(math.prod(shape))] if shape and arch in ("snn", "dnn") else []
-    convs = list(kw["channels"]) if arch == "cnn" else [kw["channels"]] if arch == "conv_snn" else []
-    units = 0
-    for ch in convs:  # conv-ReLU-pool stages with 'same' padding: ch maps of h x w, then halved
-        parts.append(f"{ch}c{kw['kernel']}-p")
-        units, h, w = units + ch * h * w, h // 2, w // 2
-    if kw.get("bottleneck"):
-        parts.append(f"{int(kw['bottleneck'])}L")
-    hidden = [kw["hidden"]] * kw["layers"] if arch == "dnn" else list(kw["hidden"]) if arch == "cnn" else [kw["hidden"]]
-    parts += [str(x) for x in hidden] + ([str(classes)] if classes else [])
-    return "-".join(parts), units + sum(hidden) if shape or not convs else np.nan
-
-
-def param_count(arch: str, shape, classes: int, **kw) -> int:
-    """#params of a model built on the meta device: counts a 400k-unit net without allocating it."""
-    with torch.device("meta"):
-        return models.param_count(models.build(arch, shape, classes, **kw))
-
-
-def teacher_errors(results_dir: files.Where) -> pd.DataFrame:
-    """One row per teacher net and ensemble: teacher (the name students use: 'ecnn[2]', 'ecnn', 'ecnn[:4]'),
-    base, kind ("member"/"ensemble"), members, index, test_error, val_error, params, hidden_units, arch (the
-    builder) and architecture. Errors come from `cache/<teacher>.json`, sizes from the teachers of the sweep
-    config in results.json (an ensemble's are its members' sum). A sub-ensemble that students used has unknown
-    (NaN) errors: the manifest does not hold them, and the test labels that computing them needs are not stored
-    here."""
-    root = files.location(results_dir)
-    config = results.config(root)
-    shape, classes = DATA.get(config.get("data", {}).get("name"), (None, None))
-    used = results.load(root)["teacher"].unique() if (root / "results.parquet").exists() else []
-    rows = []
-    for t in config.get("teachers", []):
-        name, args, count = t["name"], t.get("arch_args", {}), t.get("members", 1)
-        params = param_count(t["arch"], shape, classes, **args) if shape else np.nan
-        arch, units = describe(t["arch"], shape, classes, **args)
-        path = root / "cache" / f"{name}.json"
-        manifest = files.read_json(path) if path.exists() else {}
-        net = dict(base=name, arch=t["arch"], architecture=arch)
-        for m in manifest.get("members", [{"index": i} for i in range(count)]):
-            rows.append(net | dict(teacher=f"{name}[{m['index']}]", kind="member", members=1, index=m["index"],
-                                   test_error=m.get("test_error"), val_error=m.get("val_error"), params=params,
-                                   hidden_units=units))
-        ens = manifest.get("ensemble", {})
-        rows.append(net | dict(teacher=name, kind="ensemble", members=count, test_error=ens.get("test_error"),
-                               val_error=ens.get("val_error"), params=params * count, hidden_units=units * count))
-        for sub in sorted(u for u in used if u.startswith(f"{name}[:")):
-            n = len(parse(sub, {name: count})[1])
-            rows.append(net | dict(teacher=sub, kind="ensemble", members=n, params=params * n, hidden_units=units * n))
-    cols = ["teacher", "base", "kind", "members", "index", "test_error", "val_error", "params", "hidden_units",
-            "arch", "architecture"]
-    return pd.DataFrame(rows, columns=cols).astype({"test_error": float, "val_error": float})
-
-
-def cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of the test error (and time to converge) over seeds, per (target, teacher, hidden, k)."""
-    return (frame.groupby(["target", "teacher", "hidden", "bottleneck"], dropna=False)
-            .agg(params=("params", "first"), arch=("arch", "first"), error=("test_error", "mean"),
-                 sd=("test_error", "std"), n=("test_error", "size"), best_epoch=("best_epoch", "mean"),
-                 seconds=("train_seconds", "mean"))
-            .reset_index().sort_values(["target", "teacher", "params"]))
-
-
-def references(teachers: pd.DataFrame, teacher: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the members a teacher name averages, if more than one; its own row): 'ecnn[:4]' -> members 0-3."""
-    own = teachers[teachers["teacher"] == teacher]
-    if own.empty:
-        return own, own
-    ensembles = teachers[teachers["kind"] == "ensemble"]
-    base, idx = parse(teacher, ensembles.groupby("base")["members"].max().to_dict())
-    members = teachers[(teachers["base"] == base) & (teachers["kind"] == "member") & teachers["index"].isin(idx)]
-    return (members if len(idx) > 1 else members.iloc[:0]), own
+from distill.targets import TARGETS
 
 
 def _save(fig: Figure, path: files.Where) -> files.Location:
@@ -145,9 +42,10 @@ def capacity_figure(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, p
     ax = fig.add_subplot()
     table = cells(frame[frame["teacher"].isin([teacher, ""])])
     for (target, has_k), c in table.groupby(["target", table["bottleneck"].notna()]):
-        ax.errorbar(c["params"], 100 * c["error"], yerr=100 * c["sd"].fillna(0), color=STYLE.get(target),
+        style = TARGETS[target]
+        ax.errorbar(c["params"], 100 * c["error"], yerr=100 * c["sd"].fillna(0), color=style.colour,
                     marker="s" if has_k else "o", ls="--" if has_k else "-", capsize=3,
-                    label=f"{target}{' ' + teacher if target in ('mimic', 'kd') else ''}{' (bottleneck)' * has_k}")
+                    label=f"{style.title}{' of ' + teacher if style.teacher else ''}{' (bottleneck)' * has_k}")
     members, own = references(teachers, teacher)
     if len(members):
         ax.scatter(members["params"], 100 * members["test_error"], color="grey", marker="x", label="teacher members")
@@ -174,7 +72,8 @@ def teacher_quality_figure(frame: pd.DataFrame, teachers: pd.DataFrame, path: fi
     for (target, h, k), c in table.groupby(["target", "hidden", "bottleneck"], dropna=False):
         c = c.sort_values("teacher_error")
         ax.errorbar(100 * c["teacher_error"], 100 * c["error"], yerr=100 * c["sd"].fillna(0), marker="o",
-                    capsize=3, ls="--" if k == k else "-", label=f"{target} H={h}" + (f" k={k:.0f}" if k == k else ""))
+                    capsize=3, ls="--" if pd.notna(k) else "-",
+                    label=f"{target} H={h}" + (f" k={k:.0f}" if pd.notna(k) else ""))
     for name, err in known[known.index.isin(table["teacher"])].items():
         ax.axvline(100 * err, color="grey", lw=0.5)
         ax.annotate(name, (100 * err, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=8)
@@ -193,7 +92,8 @@ def bottleneck_figure(frame: pd.DataFrame, path: files.Where, input_dim: int | N
                       title: str = "") -> files.Location:
     """One row per hidden width H: test error, best epoch (time to converge) and train seconds against k.
     The net without bottleneck is a hollow marker at k = min(input_dim, H): a bottleneck that wide restricts
-    nothing (rank W <= min(D, H)), so that is where the unrestricted net sits on the k axis."""
+    nothing (rank W <= min(D, H)), so that is where the unrestricted net sits on the k axis (at H when D is
+    unknown)."""
     table = cells(frame)
     widths = sorted(table["hidden"].unique())
     fig = Figure(figsize=(12, 3.2 * len(widths)), layout="constrained")
@@ -220,11 +120,11 @@ def bottleneck_figure(frame: pd.DataFrame, path: files.Where, input_dim: int | N
 
 
 def model_name(target: str, teacher: str, hidden: int) -> str:
-    """Paper-style names: SNN-8k (labels), SNN-8k-AUG, SNN-ECNN-MIMIC-8k, SNN-ECNN-KD-8k."""
+    """Paper-style names: SNN-8k (labels), SNN-8k-AUG (labels on the transfer set), SNN-ECNN-MIMIC-8k."""
     h = f"{hidden // 1000}k" if hidden % 1000 == 0 else str(hidden)
-    if target in ("mimic", "kd"):
+    if TARGETS[target].teacher:
         return f"SNN-{teacher.upper()}-{target.upper()}-{h}"
-    return f"SNN-{h}" + ("-AUG" if target == "labels-aug" else "")
+    return f"SNN-{h}" + ("-AUG" if TARGETS[target].inputs == "transfer" else "")
 
 
 def error_text(mean: float, sd: float, n: int) -> str:
@@ -235,8 +135,9 @@ def error_text(mean: float, sd: float, n: int) -> str:
 
 
 def _row(*cols) -> str:
-    """A markdown table row; numbers as whole counts with thousands separators, '?' when unknown."""
-    return "| " + " | ".join("?" if pd.isna(c) else f"{c:,.0f}" if isinstance(c, Number) else c for c in cols) + " |"
+    """A markdown table row; numbers as whole counts with thousands separators, 'n/a' when not recorded."""
+    return "| " + " | ".join("n/a" if c is None or (isinstance(c, Number) and pd.isna(c)) else
+                             f"{c:,.0f}" if isinstance(c, Number) else c for c in cols) + " |"
 
 
 def teacher_rows(teachers: pd.DataFrame, teacher: str) -> list[str]:
@@ -244,7 +145,7 @@ def teacher_rows(teachers: pd.DataFrame, teacher: str) -> list[str]:
     members, own = references(teachers, teacher)
     if own.empty:
         return []
-    t, net = own.iloc[0], own.iloc[0]["arch"].upper()
+    t, net = own.iloc[0], str(own.iloc[0]["arch"]).upper()
     if members.empty:  # a single net: one member ('ecnn[2]') or a one-member teacher ('dnn')
         name = net if t["kind"] == "ensemble" else f"{net} ({teacher})"
         return [_row(name, t["architecture"], t["params"], t["hidden_units"], error_text(t["test_error"], 0, 1))]
@@ -255,55 +156,21 @@ def teacher_rows(teachers: pd.DataFrame, teacher: str) -> list[str]:
                  error_text(t["test_error"], 0, 1))]
 
 
-def tables(frame: pd.DataFrame, teachers: pd.DataFrame, shape=None, classes: int | None = None,
-           student_args: dict | None = None) -> str:
+def tables(frame: pd.DataFrame, teachers: pd.DataFrame) -> str:
     """A markdown table like the paper's Tables 1-2: the label-trained students, then each teacher followed
-    by its kd and mimic students, each group by #params. Without `shape` and `classes` the architecture
-    leaves out the input and output sizes (and a conv student's hidden units are unknown)."""
+    by its students (targets in TARGETS order), each group by #params. Architectures and sizes are the ones the
+    rows and the teachers' results recorded."""
     lines = [_row("Model", "Architecture", "# Param.", "# Hidden units", "Error % (mean ± std, n)"),
              "|---|---|---:|---:|---|"]
     table = cells(frame)
-    table = table.assign(order=table["target"].map(ORDER)).sort_values(["teacher", "order", "params"])
+    table = table.assign(order=table["target"].map(lambda t: TARGETS[t].order)).sort_values(
+        ["teacher", "order", "params"])
     for teacher, group in table.groupby("teacher", sort=True):  # "" sorts first: the label-trained students
         lines += teacher_rows(teachers, teacher) if teacher else []
         for _, c in group.iterrows():
-            k = None if pd.isna(c["bottleneck"]) else int(c["bottleneck"])
-            args = (student_args or {}) | dict(hidden=int(c["hidden"]), bottleneck=k)
-            arch, units = describe(c["arch"], shape, classes, **args)
-            lines.append(_row(model_name(c["target"], teacher, int(c["hidden"])), arch, c["params"], units,
-                              error_text(c["error"], c["sd"], int(c["n"]))))
+            lines.append(_row(model_name(c["target"], teacher, int(c["hidden"])), c["architecture"], c["params"],
+                              c["hidden_units"], error_text(c["error"], c["sd"], int(c["n"]))))
     return "\n".join(lines)
-
-
-def fit_family(frame: pd.DataFrame, family: str, teacher: str | None = None) -> dict:
-    """Least squares of test_error = a + b * log10(params) over the cell means (seeds averaged) of one target
-    family, optionally of one teacher: all its cells, with and without bottleneck, since #params is the x."""
-    rows = frame[frame["target"] == family]
-    c = cells(rows if teacher is None else rows[rows["teacher"] == teacher])
-    x, y = np.log10(c["params"].to_numpy(float)), c["error"].to_numpy(float)
-    fit = dict(family=family, teacher=teacher, cells=len(c), params_min=float(c["params"].min()),
-               params_max=float(c["params"].max()), a=np.nan, b=np.nan, rmse=np.nan, reason="")
-    if len(np.unique(x)) < 2:
-        return fit | dict(reason=f"{len(np.unique(x))} distinct size(s): a line needs two")
-    b, a = np.polyfit(x, y, 1)
-    return fit | dict(a=float(a), b=float(b), rmse=float(np.sqrt(np.mean((a + b * x - y) ** 2))))
-
-
-def match_size(fit: dict, teacher_error: float) -> dict:
-    """{params, extrapolated, reason}: the #params at which the fitted line reaches `teacher_error`, and
-    whether that lies outside the measured range. A line that does not fall with size (b >= 0) never
-    reaches it: params is None."""
-    none = dict(params=None, extrapolated=False)
-    if np.isnan(fit["b"]):
-        return none | dict(reason=f"no fit: {fit['reason']}")
-    if pd.isna(teacher_error):
-        return none | dict(reason="the teacher's error is unknown")
-    if fit["b"] >= 0:
-        return none | dict(reason=f"the error does not fall with size (slope {fit['b']:+.4f} per decade)")
-    params = float(10 ** ((teacher_error - fit["a"]) / fit["b"]))
-    extrapolated = not fit["params_min"] <= params <= fit["params_max"]
-    return dict(params=params, extrapolated=extrapolated,
-                reason=f"{'outside' if extrapolated else 'inside'} the measured range")
 
 
 def human(n: float) -> str:
@@ -314,55 +181,94 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
+def interval(value: float, lo: float, hi: float) -> str:
+    """'10.00 (9.10 to 10.90)': a fraction in %, with its interval (n/a where it has none)."""
+    if pd.isna(value):
+        return "n/a"
+    return f"{100 * value:.2f} " + ("(n/a)" if pd.isna(lo) else f"({100 * lo:.2f} to {100 * hi:.2f})")
+
+
+def spread(match: dict) -> str:
+    """'95% interval 2.5M–9.9M', or why there is none ('95% interval unbounded: ...')."""
+    return "95% interval " + (f"{human(match['lo'])}–{human(match['hi'])}" if match["lo"] is not None
+                              else match["interval"])
+
+
+def match_text(match: dict) -> str:
+    """'4.07M (95% interval 2.5M–9.9M; **extrapolated**: outside the measured range)', or '—' and why not."""
+    if match["params"] is None:
+        return f"— ({match['reason']})"
+    where = "**extrapolated**: " * match["extrapolated"] + match["reason"]
+    return f"{human(match['params'])} ({spread(match)}; {where})"
+
+
+FIT_METHOD = ("Ordinary least squares of test error on log10(#params) over the seed-level rows (one per cell and "
+              "seed, with and without bottleneck), 95% confidence intervals on intercept and slope from the t "
+              "distribution with n - 2 degrees of freedom. The size to match the teacher is where the line reaches "
+              "the teacher's test error; its 95% interval is Fieller's inverse-regression interval: the sizes at "
+              "which the fit's 95% confidence band for the mean error contains the teacher's error, taken as exact "
+              "(unbounded when the slope's interval includes 0). The intervals hold if the line is the right model: "
+              "beyond the measured sizes nothing here tests that it still is.")
+
+
 def fit_section(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str) -> list[str]:
-    """Per family, the fit and the size at which it reaches `teacher`'s error; the extrapolation in words."""
+    """Per family, the fit with its intervals and the size at which it reaches `teacher`'s error; the
+    extrapolation in words."""
     own = teachers.loc[teachers["teacher"] == teacher, "test_error"]
     goal = own.iloc[0] if len(own) else np.nan
-    head = f"Teacher **{teacher}**: test error " + ("unknown." if pd.isna(goal) else f"{100 * goal:.2f}%.")
+    head = f"Teacher **{teacher}**: test error " + ("n/a." if pd.isna(goal) else f"{100 * goal:.2f}%.")
     lines = [head if teacher else "No teacher-trained students: the fits alone.", "",
-             _row("Family", "Cells", "Fit: error % =", "Measured # param.", "# Param. to match the teacher"),
-             "|---|---:|---|---|---|"]
+             _row("Family", "Cells", "Trials", "Intercept % (95% CI)", "Slope % per decade (95% CI)",
+                  "Measured # param.", "# Param. to match the teacher (95% interval)"),
+             "|---|---:|---:|---|---|---|---|"]
     words = []
-    for family in ("mimic", "kd", "labels-aug", "labels"):
-        fit = fit_family(frame, family, teacher if family in ("mimic", "kd") else "")
+    for family in sorted(frame["target"].unique(), key=lambda t: -TARGETS[t].order):  # teacher families first
+        style = TARGETS[family]
+        fit = analysis.fit(frame, family, teacher if style.teacher else "")
         if fit["cells"] == 0:
             continue
-        match, measured = match_size(fit, goal), f"{human(fit['params_min'])}–{human(fit['params_max'])}"
-        line = "n/a" if np.isnan(fit["b"]) else \
-            f"{100 * fit['a']:.2f} {'+' if fit['b'] >= 0 else '-'} {100 * abs(fit['b']):.2f} · log10(P)"
-        at = "—" if match["params"] is None else human(match["params"])
-        lines.append(_row(family, str(fit["cells"]), line, measured,
-                          f"{at} ({'**extrapolated**: ' * match['extrapolated']}{match['reason']})"))
-        if family in ("mimic", "kd") and match["params"]:  # the paper's question: how big must the mimic be?
-            words.append(f"- The {family} students would match the teacher at about {human(match['params'])} "
-                         "parameters. " + (f"This is an **extrapolation** beyond the measured {measured}: a guess, "
-                                           "not a measurement." if match["extrapolated"] else
-                                           f"This is inside the measured {measured}."))
+        match, measured = analysis.match(fit, goal), f"{human(fit['params_min'])}–{human(fit['params_max'])}"
+        lines.append(_row(style.title, str(fit["cells"]), str(fit["n"]), interval(fit["a"], fit["a_lo"], fit["a_hi"]),
+                          interval(fit["b"], fit["b_lo"], fit["b_hi"]), measured, match_text(match)))
+        if style.teacher and match["params"]:  # the paper's question: how big must the mimic be?
+            words.append(f"- The {style.title} students would match the teacher at about {human(match['params'])} "
+                         f"parameters ({spread(match)}). " +
+                         (f"This is an **extrapolation** beyond the measured {measured}: a guess, not a measurement."
+                          if match["extrapolated"] else f"This is inside the measured {measured}."))
     return lines + [""] + words
+
+
+def provenance(run: analysis.Run) -> str:
+    """Where the numbers come from: the invocation record's command, code version and data, or that it is absent."""
+    rec = run.record
+    if not rec:
+        return "No invocation record (runs/*.json): code version and data shape n/a."
+    code, data = rec.get("code", {}), rec.get("data", {})
+    commit = code.get("commit", "n/a")[:12] + (" with uncommitted changes" if code.get("dirty") else "")
+    sizes = "/".join(f"{data['sizes'][s]:,}" for s in ("train", "val", "test")) if "sizes" in data else "n/a"
+    return (f"Record `runs/{run.record_name}`: `{' '.join(rec.get('command', []))}`, commit {commit}; data "
+            f"{data.get('name', 'n/a')}, input {tuple(data['shape']) if 'shape' in data else 'n/a'}, "
+            f"{data.get('classes', 'n/a')} classes, train/val/test {sizes}.")
 
 
 def write(results_dir: files.Where) -> files.Location:
     """Write report.md and its PNG figures beside the results (relative links: it renders on a code host)."""
-    root = files.location(results_dir)
-    raw = results.load(root)
-    frame = select(raw)
+    run = analysis.load(results_dir)
+    root, frame, teachers = run.root, analysis.select(run.trials), run.teachers
     if frame.empty:
         raise UserError(f"no finished trial in {root / 'results.parquet'}: nothing to report")
-    config = results.config(root)
-    data, name = config.get("data", {}).get("name", "unknown data"), config.get("name", root.name)
-    shape, classes = DATA.get(data, (None, None))
-    student, args = config.get("student", {}), config.get("student", {}).get("arch_args", {})
-    channels = (defaults("conv_snn") | args)["channels"]  # a conv_snn's head sees the pooled conv maps
-    input_dim = None if shape is None else math.prod(shape) if student.get("arch", "snn") == "snn" else \
-        channels * (shape[1] // 2) * (shape[2] // 2)
-    teachers = teacher_errors(root)
+    data, name = run.config.get("data", {}).get("name", "unknown data"), run.config.get("name", root.name)
+    shape = run.record.get("data", {}).get("shape")
+    # The head of an snn sees the flat input; another student's (conv_snn) is not recorded: its marker sits at H.
+    input_dim = int(np.prod(shape)) if shape and run.config.get("student", {}).get("arch", "snn") == "snn" else None
     names = sorted(t for t in frame["teacher"].unique() if t) or [""]
     md = [f"# Report: sweep `{name}` on {data}", "",
-          f"Produced by `python -m distill report {results_dir}` from `results.parquet`: {len(raw)} trials, "
+          f"Produced by `python -m distill report {results_dir}` from `results.parquet`: {len(run.trials)} trials, "
           f"{len(frame)} kept (finished; per cell and seed the trial of lowest val error). Errors are test errors "
           "in %, mean ± sample std over seeds, (n) seeds; a teacher's member row pools its members instead. "
-          "Sub-ensemble errors are n/a: the teacher cache's manifest does not hold them.", "", "## Tables", "",
-          tables(frame, teachers, shape, classes, args), "", "## Capacity curves", ""]
+          "Architectures and sizes are as the run recorded them; n/a: not recorded (an older run) or, for a "
+          "sub-ensemble's error, not in the teacher cache's manifest.", "", provenance(run), "",
+          "## Tables", "", tables(frame, teachers), "", "## Capacity curves", ""]
     for t in names:
         path = root / f"capacity-{re.sub(r'[^A-Za-z0-9_]+', '-', t).strip('-') or 'labels'}.png"  # no [:] in files
         md += [f"![capacity curve, {t}]({capacity_figure(frame, teachers, t, path, f'{data}: students of {t}').name})",
@@ -373,7 +279,7 @@ def write(results_dir: files.Where) -> files.Location:
         md += ["## Bottleneck", "", "Error and time to converge (best epoch, train seconds) against k at fixed H; "
                "hollow markers: no bottleneck, at k = min(D, H), which restricts nothing.", "",
                f"![bottleneck]({bottleneck_figure(frame, root / 'bottleneck.png', input_dim).name})", ""]
-    md += ["## Error against log10(#params)", ""]
+    md += ["## Error against log10(#params)", "", FIT_METHOD, ""]
     for t in names:
         md += fit_section(frame, teachers, t) + [""]
     files.write_bytes(root / "report.md", "\n".join(md).encode())

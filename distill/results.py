@@ -26,6 +26,12 @@ def write(directory: files.Where, rows: list[dict], config: dict) -> pd.DataFram
     frame = pd.DataFrame(rows)
     # A sweep whose trials all failed reports no errors: the columns are there anyway, empty, so that it loads.
     frame = frame.reindex(columns=[*frame.columns, *(c for c in COLUMNS if c not in frame)])
+    # Integer settings and counts stay integers where some rows lack them (no bottleneck, a failed trial's
+    # #params): nullable Int64 (<NA>), not floats with NaN, so "no bottleneck" has one form in the table.
+    for col in frame.columns[frame.dtypes.map(lambda d: d.kind == "f")]:
+        given = [r[col] for r in rows if r.get(col) is not None]
+        if given and all(isinstance(v, int) and not isinstance(v, bool) for v in given):
+            frame[col] = frame[col].astype("Int64")
     directory = files.location(directory)
     buf = _io.BytesIO()
     frame.to_parquet(buf, index=False)

@@ -39,6 +39,12 @@ def storage(request, tmp_path) -> str:
     return f"s3://distill-tests/{uuid.uuid4().hex}?{request.getfixturevalue('s3_server')}"
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "ray_local" in item.fixturenames:  # directly or through another fixture
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance with this machine's CPUs; yields its temp dir (short: Ray's socket paths are)."""

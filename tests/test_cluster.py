@@ -4,7 +4,7 @@ authentication, as on a cluster made by `ray up cluster.yaml`. docs/cluster.md i
 
 The job test starts its own head node on 127.0.0.1 (free ports, its own temp dir, its own token) and stops
 exactly that head's processes afterwards: never `ray stop`, which would end every Ray instance on the
-machine. Deselect it with `-k "not job"` (it takes a minute or two on 2 CPU cores).
+machine. Deselect it with `-m "not ray"` (it takes a minute or two on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -267,12 +267,14 @@ def head():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.ray
 def test_job_api_requires_the_token(head):
     assert http_status(f"{head.url}/api/jobs/") == 401
     assert http_status(f"{head.url}/api/jobs/", {"Authorization": "Bearer not-the-token"}) == 403
     assert http_status(f"{head.url}/api/jobs/", head.auth) == 200
 
 
+@pytest.mark.ray
 def test_job_submission_runs_the_smoke_sweep(head):
     """The smoke sweep as a Ray job: the same request `ray job submit --working-dir . -- python -m distill
     run ...` makes. Its results land in the storage path; Tune's TensorBoard logs beside them."""

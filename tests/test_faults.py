@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import session_processes
 
@@ -46,6 +47,7 @@ def finished_trials(experiment_dir: Path, epochs: int) -> dict[str, float]:
     return done
 
 
+@pytest.mark.ray  # the driver starts its own Ray
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     sweep = tmp_path / "faults.py"
     sweep.write_text(textwrap.dedent(SWEEP).replace("{epochs}", str(EPOCHS)))

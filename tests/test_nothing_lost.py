@@ -166,3 +166,31 @@ def test_second_driver_is_refused_and_a_killed_ones_sweep_is_taken_over(tmp_path
     assert len(frame) == 6 and frame["trial_dir"].nunique() == 6 and set(frame["status"]) == {"ok"}
     after = rows_on_disk(root)
     assert all(after[trial] == seconds for trial, seconds in before.items())  # every trial exactly once
+
+
+def snapshot(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("bad", ["--device=bogus", "hidden=(10**10,)", "teacher never trained"])
+def test_a_command_that_fails_its_checks_leaves_results_and_record_untouched(bad, tmp_path, capsys):
+    sweep_file = tmp_path / "local.py"
+    sweep_file.write_text(LOCAL_SWEEP.replace("{epochs}", "1"))
+    command = ["sweep", str(sweep_file), "--storage", str(tmp_path / "out"), "--local"]
+    assert main(command) == 0
+    before = snapshot(tmp_path / "out")
+    assert "local/results.json" in before and len([p for p in before if p.startswith("local/runs/")]) == 1
+    if bad.startswith("--"):
+        command.append(bad)
+    elif bad.startswith("hidden"):  # too large for this machine: check_fits refuses it
+        sweep_file.write_text(LOCAL_SWEEP.replace("{epochs}", "1").replace("hidden=(16, 24, 32)", bad))
+    else:  # the same sweep, now with a mimic student whose teacher was never trained
+        sweep_file.write_text(LOCAL_SWEEP.replace("{epochs}", "1").replace(
+            "from distill.train import TrainConfig", "from distill.train import TrainConfig\n"
+            "from distill.config import TeacherConfig").replace(
+            'student_teachers=()', 'student_teachers=("t",), teachers=(TeacherConfig(name="t"),)').replace(
+            'targets=("labels",)', 'targets=("labels", "mimic")'))
+    capsys.readouterr()
+    assert main(command) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert snapshot(tmp_path / "out") == before

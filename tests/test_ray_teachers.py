@@ -15,6 +15,7 @@ from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
 from distill.train import TrainConfig
 
+pytestmark = pytest.mark.ray
 EPOCHS = 30  # about 0.3 s each: long enough to kill the workers mid-training
 TEACHER = TeacherConfig(name="ecnn", arch="cnn", members=2, arch_args={"channels": (8,), "hidden": (32,), "kernel": 3},
                         train=TrainConfig(lr=0.05, batch_size=32, epochs=EPOCHS))

@@ -14,7 +14,7 @@ from timit_corpus import SPEAKERS
 from timit_corpus import write as write_corpus
 
 import distill.data
-from distill import cache, experiment, files, ray_shared, results, speech
+from distill import cache, experiment, files, ray_shared, report, results, speech
 from distill.__main__ import main
 from distill.config import StudentConfig, load_sweep
 from distill.datasets import timit
@@ -297,6 +297,7 @@ def test_student_rows_carry_phone_error_rates(corpus):
                                                     distill.data.transfer_set(digits, 0), None, None)
 
 
+@pytest.mark.ray
 def test_smoke_sweep_runs_end_to_end_through_ray(ray_local, corpus, tmp_path):
     argv = ["run", "sweeps/timit.py", "--variant", "smoke", "--data-root", str(corpus[0]), "--storage", str(tmp_path)]
     assert main(argv) == 0
@@ -309,3 +310,8 @@ def test_smoke_sweep_runs_end_to_end_through_ray(ray_local, corpus, tmp_path):
     assert manifest["shapes"]["transfer"][2] == 183 and len(manifest["members"]) == 2
     assert 0 <= manifest["ensemble"]["test_per"] and 0 <= manifest["ensemble"]["test_fer"] <= 1
     assert all(0 <= m["test_per"] and 0 <= m["test_fer"] <= m["test_error"] for m in manifest["members"])
+    # The report names every teacher's architecture and size from what the run recorded (no lookup table).
+    member = files.read_json(cache.member_dir(tmp_path / "timit-smoke", "ecnn", 0) / "result.json")
+    text = report.write(tmp_path / "timit-smoke").read_text()
+    assert member["architecture"] == "8c3-p-64-183" and member["params"] > 0
+    assert f"| {member['architecture']} | {member['params']:,} |" in text

@@ -9,12 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from distill.data import Raw
+from distill.datasets import Raw, default_root
 from distill.errors import UserError
-
-
-def default_root() -> str:
-    return os.environ.get("DISTILL_DATA", os.path.expanduser("~/.cache/distill/data"))
 
 
 def read(name: str, open_split: Callable[[str, bool, bool], object], files: str, present: str, classes: int,

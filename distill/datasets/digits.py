@@ -3,7 +3,7 @@
 import torch
 from sklearn.datasets import load_digits
 
-from distill.data import Raw
+from distill.datasets import Raw
 
 
 def load(root: str | None = None) -> Raw:

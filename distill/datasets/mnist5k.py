@@ -8,7 +8,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from distill.data import Raw
+from distill.datasets import Raw
 
 
 def load(root: str | None = None) -> Raw:

@@ -29,8 +29,7 @@ import soundfile as sf
 import torch
 
 from distill import files, speech
-from distill.data import Raw
-from distill.datasets._torchvision import default_root
+from distill.datasets import Raw, default_root
 from distill.errors import UserError
 
 CONTEXT = 7  # frames each side: 15 frames x 123 features = 1,845 inputs

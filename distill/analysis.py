@@ -1,0 +1,201 @@
+"""The analysis of a sweep, apart from its rendering: pure pandas over one loaded run.
+
+`load` reads a sweep's directory once into a `Run`: the results rows, the sweep config that produced them, the
+newest invocation record and the teacher table. Everything else here takes frames and dicts and reads nothing:
+`select` (one trial per cell and seed, chosen by val error), `cells` (mean, sample std and n over seeds),
+`references` (the members a teacher averages), `fit` (test error against log10(#params) with 95% intervals) and
+`match` (the size at which a fit reaches a teacher's error, with its 95% interval).
+
+Facts come from where the run recorded them (rows, member results, manifests, the record); one that an older
+directory lacks is NaN, shown as n/a, never re-derived here. The test split never chooses anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from distill import cache, files, results
+from distill.teachers import parse
+
+CELL = ["hidden", "bottleneck", "target", "teacher", "seed"]  # one trial per cell after `select`
+GROUP = ["target", "teacher", "hidden", "bottleneck"]  # a cell over its seeds
+TEACHER_COLUMNS = ["teacher", "base", "kind", "members", "index", "test_error", "val_error", "params",
+                   "hidden_units", "arch", "architecture"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A sweep's directory as read once by `load`."""
+
+    root: files.Location
+    trials: pd.DataFrame  # every row of results.parquet, failed and searched trials included
+    config: dict  # the sweep config that produced the rows (results.json); {} without one
+    record: dict  # the newest runs/*.json: the invocation that wrote the results; {} without one
+    record_name: str  # its file name; "" without one
+    teachers: pd.DataFrame  # see `teachers`
+
+
+def load(root: files.Where) -> Run:
+    """Read a sweep's results, config, newest record, teacher manifests and member results, each once."""
+    root = files.location(root)
+    trials = results.load(root)
+    config = results.config(root)
+    records = (root / "runs").glob("*.json")  # named <UTC time>-<host>-<pid>: the last by name is the newest
+    record = files.read_json(records[-1]) if records else {}
+    manifests, members = {}, {}
+    for t in config.get("teachers", []):
+        path = cache.cache_paths(root, t["name"])[1]
+        manifests[t["name"]] = files.read_json(path) if path.exists() else {}
+        paths = [cache.member_dir(root, t["name"], i) / "result.json" for i in range(t.get("members", 1))]
+        members[t["name"]] = [files.read_json(p) if p.exists() else {} for p in paths]
+    table = teachers(config, record, manifests, members, trials["teacher"].dropna().unique())
+    return Run(root, trials, config, record, records[-1].name if records else "", table)
+
+
+def teachers(config: dict, record: dict, manifests: dict[str, dict], members: dict[str, list[dict]],
+             used=()) -> pd.DataFrame:
+    """One row per teacher net and ensemble of the sweep `config`: teacher (the name students use: 'ecnn[2]',
+    'ecnn', 'ecnn[:4]'), base, kind ("member"/"ensemble"), members, index, test_error, val_error, params,
+    hidden_units, arch (the builder) and architecture (paper notation; an ensemble's is 'n x <member's>').
+
+    Errors come from the teacher's cache manifest (`manifests`, by name: the logits students learned from), else
+    the member's own result; a member's size from its result (`members`: by name, one dict per member), else
+    from the record's teacher facts (one member's). An ensemble's size is its members' sum. A sub-ensemble in
+    `used` (e.g. 'ecnn[:3]') has n/a errors: the manifest does not hold them, and computing them needs test labels."""
+    facts = {t["name"]: t for t in record.get("teachers", [])}
+    rows = []
+    for t in config.get("teachers", []):
+        name, count = t["name"], t.get("members", 1)
+        manifest, fact = manifests.get(name, {}), facts.get(name, {})
+        scored = {m["index"]: m for m in manifest.get("members", [])}
+        net = dict(base=name, arch=t.get("arch"))
+        own = []
+        for i, result in enumerate(members.get(name, [{}] * count)):
+            errors = scored.get(i, result)
+            own.append(net | dict(teacher=f"{name}[{i}]", kind="member", members=1, index=i,
+                                  test_error=errors.get("test_error"), val_error=errors.get("val_error"),
+                                  **{k: result.get(k, fact.get(k)) for k in ("params", "hidden_units",
+                                                                             "architecture")}))
+        rows += own
+        subs = [(name, list(range(count)), manifest.get("ensemble", {}))]
+        subs += [(s, parse(s, {name: count})[1], {}) for s in sorted(u for u in used if u.startswith(f"{name}[:"))]
+        for teacher, idx, errors in subs:
+            part = [own[i] for i in idx]
+            rows.append(net | dict(teacher=teacher, kind="ensemble", members=len(idx), index=None,
+                                   test_error=errors.get("test_error"), val_error=errors.get("val_error"),
+                                   params=_total(m["params"] for m in part),
+                                   hidden_units=_total(m["hidden_units"] for m in part),
+                                   architecture=_times(len(idx), part[0]["architecture"])))
+    return pd.DataFrame(rows, columns=TEACHER_COLUMNS).astype(
+        {"test_error": float, "val_error": float, "params": float, "hidden_units": float})
+
+
+def _total(values) -> float:
+    """The sum, or NaN when any part is unknown: a partly known size is not a size."""
+    values = [np.nan if v is None else v for v in values]
+    return float(np.sum(values)) if values else np.nan
+
+
+def _times(n: int, architecture: str | None) -> str | None:
+    """An ensemble's notation as models.describe writes it ('4 x 8c3-p-32-10'); one net's is its own."""
+    return architecture if n == 1 or architecture is None else f"{n} x {architecture}"
+
+
+def select(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (hidden, bottleneck, target, teacher, seed): the finished trial of lowest val error."""
+    ok = frame[(frame["status"] == "ok") & frame["val_error"].notna()] if "status" in frame else frame
+    best = ok.sort_values("val_error", kind="stable").groupby(CELL, dropna=False, sort=False).head(1)
+    return best.sort_index().reset_index(drop=True)
+
+
+# Columns a cell averages when its rows have them (older runs, label-only sweeps or images may lack some).
+MEANS = {"best_epoch": "best_epoch", "seconds": "train_seconds", "agreement": "test_agreement", "per": "test_per"}
+FIRSTS = ["params", "architecture", "hidden_units"]  # the same in every seed of a cell
+
+
+def cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (target, teacher, hidden, bottleneck) over seeds: error (mean test error), sd (sample std, ddof=1;
+    NaN for one seed), n, and the cell's size and architecture and the means of MEANS. Pass `select`'s rows."""
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in [*FIRSTS, *MEANS.values()] if c not in frame)])
+    return (frame.groupby(GROUP, dropna=False)
+            .agg(**{c: (c, "first") for c in FIRSTS}, error=("test_error", "mean"), sd=("test_error", "std"),
+                 n=("test_error", "count"), **{k: (c, "mean") for k, c in MEANS.items()})
+            .reset_index().sort_values(["target", "teacher", "params"]).reset_index(drop=True))
+
+
+def references(teachers: pd.DataFrame, teacher: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the members a teacher name averages, if more than one; its own row): 'ecnn[:4]' -> members 0-3."""
+    own = teachers[teachers["teacher"] == teacher]
+    if own.empty:
+        return own, own
+    ensembles = teachers[teachers["kind"] == "ensemble"]
+    base, idx = parse(teacher, ensembles.groupby("base")["members"].max().to_dict())
+    members = teachers[(teachers["base"] == base) & (teachers["kind"] == "member") & teachers["index"].isin(idx)]
+    return (members if len(idx) > 1 else members.iloc[:0]), own
+
+
+def fit(frame: pd.DataFrame, family: str, teacher: str | None = None, level: float = 0.95) -> dict:
+    """Ordinary least squares of test_error = a + b * log10(params) over the seed-level rows (`select`'s: one per
+    cell and seed) of one target family, optionally of one teacher; all its cells, with and without bottleneck,
+    since #params is the x. a_lo..a_hi and b_lo..b_hi are `level` confidence intervals from the t distribution
+    with n - 2 degrees of freedom (NaN with fewer than 3 rows); s is the residual standard deviation."""
+    rows = frame[frame["target"] == family]
+    rows = rows if teacher is None else rows[rows["teacher"] == teacher]
+    rows = rows.dropna(subset=["params", "test_error"])
+    x, y = np.log10(rows["params"].to_numpy(float)), rows["test_error"].to_numpy(float)
+    n, dof = len(x), len(x) - 2
+    out = dict(family=family, teacher=teacher, cells=len(rows.drop_duplicates(GROUP)), n=n,
+               dof=dof, level=level, params_min=float(rows["params"].min()), params_max=float(rows["params"].max()),
+               a=np.nan, b=np.nan, a_lo=np.nan, a_hi=np.nan, b_lo=np.nan, b_hi=np.nan, s=np.nan, rmse=np.nan,
+               x_mean=np.nan, sxx=np.nan, reason="")
+    if len(np.unique(x)) < 2:
+        return out | dict(reason=f"{len(np.unique(x))} distinct size(s): a line needs two")
+    x_mean, sxx = x.mean(), float(((x - x.mean()) ** 2).sum())
+    b = float(((x - x_mean) * (y - y.mean())).sum() / sxx)
+    a = float(y.mean() - b * x_mean)
+    residuals = y - a - b * x
+    out |= dict(a=a, b=b, x_mean=float(x_mean), sxx=sxx, rmse=float(np.sqrt(np.mean(residuals**2))))
+    if dof < 1:
+        return out | dict(reason="2 trials: no residual degrees of freedom for an interval")
+    s = float(np.sqrt((residuals**2).sum() / dof))
+    t = float(stats.t.ppf(0.5 + level / 2, dof))
+    se_a, se_b = s * math.sqrt(1 / n + x_mean**2 / sxx), s / math.sqrt(sxx)
+    return out | dict(s=s, a_lo=a - t * se_a, a_hi=a + t * se_a, b_lo=b - t * se_b, b_hi=b + t * se_b)
+
+
+def match(fit: dict, teacher_error: float) -> dict:
+    """{params, lo, hi, extrapolated, reason, interval}: the #params at which the fitted line reaches
+    `teacher_error`, whether that lies outside the measured range, and its interval at the fit's level.
+
+    The interval is Fieller's inverse-regression interval: the sizes whose confidence band for the mean error
+    (a + b x ± t s sqrt(1/n + (x - mean x)^2 / Sxx), x = log10 #params) contains the teacher's error, which is
+    taken as exact. It is bounded only when the slope's own interval excludes 0; otherwise lo and hi are None and
+    `interval` says why. A line that does not fall with size (b >= 0) never reaches the teacher: params is None."""
+    none = dict(params=None, lo=None, hi=None, extrapolated=False, interval="")
+    if np.isnan(fit["b"]):
+        return none | dict(reason=f"no fit: {fit['reason']}")
+    if pd.isna(teacher_error):
+        return none | dict(reason="the teacher's error is unknown")
+    if fit["b"] >= 0:
+        return none | dict(reason=f"the error does not fall with size (slope {fit['b']:+.4f} per decade)")
+    a, b, n, x_mean, sxx = fit["a"], fit["b"], fit["n"], fit["x_mean"], fit["sxx"]
+    params = float(10 ** ((teacher_error - a) / b))
+    extrapolated = not fit["params_min"] <= params <= fit["params_max"]
+    out = dict(params=params, lo=None, hi=None, extrapolated=extrapolated,
+               reason=f"{'outside' if extrapolated else 'inside'} the measured range")
+    if np.isnan(fit["s"]):
+        return out | dict(interval=f"n/a: {fit['reason']}")
+    # (b u - d)^2 <= q (1/n + u^2 / Sxx) with u = x - mean x, d = teacher error - mean y: A u^2 - 2 b d u + C <= 0.
+    q = (stats.t.ppf(0.5 + fit["level"] / 2, fit["dof"]) * fit["s"]) ** 2
+    d = teacher_error - (a + b * x_mean)
+    big_a = b**2 - q / sxx
+    if big_a <= 0:
+        return out | dict(interval="unbounded: the slope's interval includes 0")
+    root = math.sqrt(max(q * (b**2 / n + d**2 / sxx - q / (n * sxx)), 0.0))
+    lo, hi = sorted(10 ** (x_mean + (b * d + sign * root) / big_a) for sign in (-1, 1))
+    return out | dict(lo=float(lo), hi=float(hi), interval="Fieller")
