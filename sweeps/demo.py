@@ -2,7 +2,7 @@
 
 Command:   python -m distill run sweeps/demo.py            (add --variant smoke for the test-sized run)
 Time:      about 10.5 minutes on 2 idle CPU cores: teachers 6 (mostly Ray start-up per member), students 4;
-           measured 14 min 10 s on 2026-12-01 with the cores shared (teachers 8.2 min, students 5.5).
+           measured 14 min 10 s on 2026-12-01 (teachers 8.2 min, students 5.5; why slower: not yet found).
 Expected:  9 CNN members at 1.3-2.3% test error, their ensemble at 1.0-1.2%; mean over 3 seeds, at every
            size mimic below labels-aug below labels, e.g. H=1024: 2.1% / 2.9% / 7.0%; with a k=64 bottleneck
            2.6% / 4.2% / 9.1% (examples/demo/report.md). Test sets of 1,000: +-0.3 points is noise.
