@@ -70,9 +70,8 @@ def save_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, in
     payload = files.torch_bytes({k: v.cpu() for k, v in model.state_dict().items()})
     files.write_bytes(d / "model.pt", payload)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
-    architecture, units = models.describe(model, splits.shape)
     result = {"teacher": to_dict(teacher), "index": index, "sha256": files.sha256(payload),
-              "architecture": architecture, "params": models.param_count(model), "hidden_units": units,
+              **models.facts(model, splits.shape),
               "identity": member_identity(data_config, teacher, index),
               "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
               "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
@@ -99,21 +98,28 @@ def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
     return d / f"{teacher}.pt", d / f"{teacher}.json"
 
 
-def expected_key(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> str:
+def ready(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> tuple[list[dict], str]:
+    """Every member's result and the cache key they make; refused unless all are finished with these settings.
+    Reads and hashes every member's weights: compute it once and pass the key on."""
     results = [member_result(root, data_config, teacher, i) for i in range(teacher.members)]
     missing = [f"{i} ({why})" for i, (r, why) in enumerate(results) if r is None]
     if missing:
         raise UserError(f"teacher {teacher.name!r} under {root} has members that are not ready: {', '.join(missing)}: "
                         "run `distill teachers SWEEP_FILE` first")
-    return key(data_config, teacher, [r["sha256"] for r, _ in results])
+    return [r for r, _ in results], key(data_config, teacher, [r["sha256"] for r, _ in results])
 
 
-def cached(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> bool:
-    """Whether a cache file with the current key exists (not yet verified: `load` does that)."""
+def expected_key(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> str:
+    return ready(root, data_config, teacher)[1]
+
+
+def cached(root: Where, data_config: DataConfig, teacher: TeacherConfig, want: str | None = None) -> bool:
+    """Whether a cache file with the current key (`want`, else computed) exists (not yet verified: `load` does
+    that)."""
     manifest = cache_paths(root, teacher.name)[1]
     if not manifest.exists():
         return False
-    return files.read_json(manifest)["key"] == expected_key(root, data_config, teacher)
+    return files.read_json(manifest)["key"] == (expected_key(root, data_config, teacher) if want is None else want)
 
 
 def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
@@ -144,14 +150,16 @@ def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits
     return manifest
 
 
-def load(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> dict[str, torch.Tensor]:
-    """The per-member logits {split: (M, N, C)}, verified against the manifest's hash and the current key."""
+def load(root: Where, data_config: DataConfig, teacher: TeacherConfig,
+         want: str | None = None) -> dict[str, torch.Tensor]:
+    """The per-member logits {split: (M, N, C)}, verified against the manifest's hash and the current key
+    (`want`, if the caller computed it already: `expected_key` reads and hashes every member's weights)."""
     pt, manifest_path = cache_paths(root, teacher.name)
     fix = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
     if not manifest_path.exists() or not pt.exists():
         raise UserError(f"no logit cache for teacher {teacher.name!r} under {files.location(root) / 'cache'}: {fix}")
     manifest = files.read_json(manifest_path)
-    want = expected_key(root, data_config, teacher)
+    want = expected_key(root, data_config, teacher) if want is None else want
     if manifest.get("key") != want:
         raise UserError(f"logit cache {pt} is for another data set, transfer recipe or set of members "
                         f"(key {manifest.get('key')}, this sweep needs {want}): {fix}")
@@ -175,6 +183,7 @@ def teacher_logits(per_member: dict[str, dict[str, torch.Tensor]], members: dict
     return {split: ensemble(v, idx) for split, v in per_member[base].items()}
 
 
-def load_all(root: Where, data_config: DataConfig, teachers) -> dict[str, dict[str, torch.Tensor]]:
-    """Every teacher's verified per-member logits {teacher: {split: (M, N, C)}}."""
-    return {t.name: load(root, data_config, t) for t in teachers}
+def load_all(root: Where, data_config: DataConfig, teachers,
+             keys: dict[str, str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Every teacher's verified per-member logits {teacher: {split: (M, N, C)}}; `keys` as `load`'s `want`."""
+    return {t.name: load(root, data_config, t, (keys or {}).get(t.name)) for t in teachers}

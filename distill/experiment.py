@@ -36,9 +36,7 @@ def teacher_facts(teacher: TeacherConfig, splits: data.Splits) -> dict:
     """A teacher's architecture in the paper's notation, #params and #hidden units of one member, and its size."""
     with torch.device("meta"):  # counts without allocating
         model = build_member(teacher, 0, splits)
-    architecture, units = models.describe(model, splits.shape)
-    return {"name": teacher.name, "architecture": architecture, "params": models.param_count(model),
-            "hidden_units": units, "members": teacher.members}
+    return {"name": teacher.name, **models.facts(model, splits.shape), "members": teacher.members}
 
 
 def member_task(teacher: TeacherConfig, index: int, splits: data.Splits, transfer: data.TransferSet,
@@ -118,9 +116,7 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     t0 = time.perf_counter()
     result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
-    architecture, units = models.describe(model, splits.shape)
-    row = {**cell_columns(cell), "status": "ok", "architecture": architecture, "hidden_units": units,
-           "params": models.param_count(model), "transfer_size": len(x),
+    row = {**cell_columns(cell), "status": "ok", **models.facts(model, splits.shape), "transfer_size": len(x),
            "val_error": error(val, splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,
@@ -155,11 +151,17 @@ def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.Trans
         # What this trial added to its process (model, optimizer, batches, allocator caches, and any private
         # copy of the shared data, which should be none): the figure the memory benchmark sums over trials.
         row["trial_private_mib"] = (psutil.Process().memory_full_info().uss - private) / 2**20
+        row["trial_dir"] = str(trial_dir)
     except Diverged as e:
-        row = {**cell_columns(cell), "status": "failed", "reason": str(e)}
-    row["trial_dir"] = str(trial_dir)
+        row = ended_row(cell, trial_dir, "failed", str(e))
     files.write_json(trial_dir / "row.json", row)
     return row
+
+
+def ended_row(cell: StudentConfig, trial_dir: files.Location, status: str, reason: str) -> dict:
+    """The row of a trial that ended without scores (diverged, stopped early by the scheduler, or its process
+    failed every retry): its settings, status and reason, nothing measured."""
+    return {**cell_columns(cell), "status": status, "reason": reason, "trial_dir": str(trial_dir)}
 
 
 def speech_scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:

@@ -7,7 +7,6 @@ An architecture's name is the builder's name in this module: `getattr(distill.mo
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 
@@ -139,11 +138,18 @@ def describe(model: nn.Module, shape: Sequence[int]) -> tuple[str, int]:
     units = []
     hooks = [m.register_forward_hook(lambda _, __, out: units.append(out[0].numel()))
              for m in model.modules() if isinstance(m, nn.ReLU)]
+    # The model's own modules with meta stand-ins for its tensors: no copy of a 400k-unit student's weights.
+    meta = {n: torch.empty_like(t, device="meta") for n, t in (*model.named_parameters(), *model.named_buffers())}
     try:
-        meta = copy.deepcopy(model).to("meta") if next(model.parameters()).device.type != "meta" else model
         with torch.no_grad():
-            meta(torch.empty(1, *shape, device="meta"))
+            torch.func.functional_call(model, meta, (torch.empty(1, *shape, device="meta"),))
     finally:
         for h in hooks:
             h.remove()
     return "-".join(parts), sum(units)
+
+
+def facts(model: nn.Module, shape: Sequence[int]) -> dict:
+    """What a run records of a net: {'architecture': the paper's notation, 'params', 'hidden_units'}."""
+    architecture, units = describe(model, shape)
+    return {"architecture": architecture, "params": param_count(model), "hidden_units": units}

@@ -20,7 +20,6 @@ from typing import Protocol
 
 from distill import cache, files, lease, record, results
 from distill.config import StudentConfig, SweepConfig, TeacherConfig, to_dict
-from distill.experiment import cell_columns
 from distill.teachers import parse
 
 Log = Callable[[str], None]
@@ -66,10 +65,10 @@ def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
     if pending:
         executor.train_members(pending)
     for t in sweep.teachers:
-        errors = ", ".join(f"{cache.member_result(root, sweep.data, t, i)[0]['test_error']:.4f}"
-                           for i in range(t.members))
+        members, key = cache.ready(root, sweep.data, t)
+        errors = ", ".join(f"{m['test_error']:.4f}" for m in members)
         log(f"teacher {t.name}: member test errors {errors}")
-        if cache.cached(root, sweep.data, t):
+        if cache.cached(root, sweep.data, t, key):
             log(f"teacher {t.name}: logits cached before, not harvested again")
             continue
         manifest = executor.harvest(t)
@@ -77,19 +76,20 @@ def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
             f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
 
 
+def teacher_keys(sweep: SweepConfig, root: files.Location) -> dict[str, str]:
+    """Each teacher's logit-cache key (its members must be finished with the sweep's settings), computed once
+    per phase: each costs a read and hash of every member's weights."""
+    return {t.name: cache.expected_key(root, sweep.data, t) for t in sweep.teachers}
+
+
 def jobs(sweep: SweepConfig, root: files.Location, keys: dict[str, str] | None = None) -> list[Job]:
     """Every cell of the grid as a job, its id hashing what decides its result: the teachers' cache keys
-    (`keys`, by teacher name; read from their harvested caches when not given)."""
-    members = {t.name: t for t in sweep.teachers}
-    keys = dict(keys or {})
+    (`keys`, by teacher name; `teacher_keys` when not given)."""
+    keys = teacher_keys(sweep, root) if keys is None else keys
+    members = {t.name: t.members for t in sweep.teachers}
 
     def key(name: str) -> str | None:
-        if not name:
-            return None
-        base, _ = parse(name, {t.name: t.members for t in sweep.teachers})
-        if base not in keys:
-            keys[base] = cache.expected_key(root, sweep.data, members[base])
-        return keys[base]
+        return keys[parse(name, members)[0]] if name else None
 
     out = []
     for cell in sweep.cells():
@@ -116,30 +116,32 @@ def finished(root: files.Location, job: Job, searched: bool) -> list[dict]:
     return [files.read_json(t / "row.json") for t in dirs if (t / "row.json").exists()]
 
 
-def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log):
-    """Run every trial that has not finished, then collect every row of this sweep's jobs into the results."""
+def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log,
+             keys: dict[str, str] | None = None):
+    """Run every trial that has not finished, then collect every row of this sweep's jobs into the results.
+    `keys`: the teachers' cache keys, if the caller has them (`teacher_keys`)."""
     root, searched = files.location(root), sweep.search.samples > 1
-    todo = jobs(sweep, root)
+    keys = teacher_keys(sweep, root) if keys is None else keys
+    todo = jobs(sweep, root, keys)
     done = {j.id: finished(root, j, searched) for j in todo}
     pending = [j for j in todo if len(done[j.id]) < sweep.search.samples]
     if len(pending) < len(todo):
         log(f"students: {len(todo) - len(pending)} of {len(todo)} cells finished before with these settings, kept")
     errored = []
     if pending:
-        per_member = cache.load_all(root, sweep.data, sweep.teachers)
+        per_member = cache.load_all(root, sweep.data, sweep.teachers, keys)
         errored = executor.run_students(pending, per_member, {j.id: done[j.id] for j in pending})
-    rows = [row for j in todo for row in finished(root, j, searched)] + errored
+        done |= {j.id: finished(root, j, searched) for j in pending}  # only the jobs that ran have new rows
+    rows = [row for j in todo for row in done[j.id]] + errored
     frame = results.write(root, rows, to_dict(sweep))
     failed = int((frame["status"] != "ok").sum()) if len(frame) else 0
     log(f"students: {len(frame)} trials, {failed} not finished ok; results in {root / 'results.parquet'}")
     return frame
 
 
-def ended_row(job: Job, searched: dict, trial: files.Location, status: str, reason: str) -> dict:
-    """The row of a trial that ended without writing its own (stopped early by the scheduler, or its process
-    failed every retry): its settings, status and reason, no scores."""
-    cell = dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))
-    return {**cell_columns(cell), "status": status, "reason": reason, "trial_dir": str(trial)}
+def searched_cell(job: Job, searched: dict) -> StudentConfig:
+    """The job's cell with one sampled setting of a search ({'lr': ...}; {} without one)."""
+    return dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))
 
 
 def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str = "run", log: Log = print,
@@ -152,9 +154,9 @@ def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str 
     (`runs/`) once its checks passed, before any work."""
     root = files.location(root)
     with lease.hold(root, " ".join(argv or ["distill", command, sweep.name]), log=log):
-        if command == "sweep":  # a missing or stale teacher cache fails here, before anything runs
-            jobs(sweep, root)
+        # For `sweep`, teachers that are missing or trained with other settings fail here, before anything runs.
+        keys = teacher_keys(sweep, root) if command == "sweep" else None
         record.write(root, sweep, argv or ["distill", command, sweep.name], executor.splits)
         if command in ("teachers", "run"):
             teachers(sweep, root, executor, log)
-        return students(sweep, root, executor, log) if command in ("sweep", "run") else None
+        return students(sweep, root, executor, log, keys) if command in ("sweep", "run") else None

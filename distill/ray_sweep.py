@@ -14,7 +14,6 @@ once; trials read them as zero-copy views (`distill.ray_shared`).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import optuna
@@ -28,6 +27,11 @@ from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
 SEARCHED = ("lr", "momentum", "weight_decay")
+
+
+def sampled(config: dict) -> dict:
+    """The settings a search sampled for a trial, from its Tune config ({} in a grid)."""
+    return {k: config[k] for k in SEARCHED if k in config}
 
 
 class Executor:
@@ -80,9 +84,8 @@ class Executor:
 
 def student_trial(config: dict, data, jobs: dict[str, Job], sweep: SweepConfig, root: str) -> None:
     """One student trial: the core's `student_trial` in its directory; each epoch's val error goes to Tune."""
-    job = jobs[config["job"]]
-    searched = {k: config[k] for k in SEARCHED if k in config}
-    cell = dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))
+    job, searched = jobs[config["job"]], sampled(config)
+    cell = pipeline.searched_cell(job, searched)
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     splits, transfer, per_member = ray_shared.get(data, device)
@@ -100,18 +103,17 @@ def ended(grid: tune.ResultGrid, jobs: dict[str, Job], root: files.Location) -> 
     errored after every retry (returned, not kept: a re-run tries them again)."""
     errored = []
     for result in grid:
-        job = jobs[result.config["job"]]
-        searched = {k: result.config[k] for k in SEARCHED if k in result.config}
-        trial = pipeline.trial_dir(root, job, searched)
+        job, searched = jobs[result.config["job"]], sampled(result.config)
+        trial, cell = pipeline.trial_dir(root, job, searched), pipeline.searched_cell(job, searched)
         if (trial / "row.json").exists():
             continue
         if result.error is not None:
             reason = (str(result.error).strip().splitlines() or ["unknown error"])[-1]
-            errored.append(pipeline.ended_row(job, searched, trial, "failed", reason))
+            errored.append(experiment.ended_row(cell, trial, "failed", reason))
         else:
             epoch = (result.metrics or {}).get("epoch", 0)
-            files.write_json(trial / "row.json", pipeline.ended_row(
-                job, searched, trial, "stopped", f"stopped early by ASHA after epoch {epoch}"))
+            files.write_json(trial / "row.json", experiment.ended_row(
+                cell, trial, "stopped", f"stopped early by ASHA after epoch {epoch}"))
     return errored
 
 
