@@ -31,12 +31,12 @@ def members(splits: Splits, count: int = TEACHER.members) -> list[torch.nn.Modul
     return [experiment.build_member(TEACHER, i, splits).eval() for i in range(count)]
 
 
-def random_logits(splits: Splits, transfer: TransferSet, count: int = TEACHER.members) -> dict:
-    """Per-member teacher logits {teacher: {split: (M, N, C)}} of random values: the cache's shape, for speed
-    only (students learn nothing useful from them)."""
+def random_logits(splits: Splits, transfer: TransferSet, teacher: str = TEACHER.name) -> dict:
+    """What students of `teacher` receive, {(teacher, split): (N, C) fp16} (transfer to learn from, test to
+    compare with), of random values: the shapes and dtype of a compact cache's means, for speed only."""
     gen = torch.Generator().manual_seed(0)
-    sizes = {"transfer": len(transfer.x), "val": len(splits.val_x), "test": len(splits.test_x)}
-    return {TEACHER.name: {s: torch.randn(count, n, splits.classes, generator=gen) for s, n in sizes.items()}}
+    sizes = {"transfer": len(transfer.x), "test": len(splits.test_x)}
+    return {(teacher, s): torch.randn(n, splits.classes, generator=gen).half() for s, n in sizes.items()}
 
 
 def student_sweep(name: str, hidden: int, epochs: int, seeds: tuple[int, ...], cpus_per_trial: float,
@@ -58,14 +58,14 @@ def student_parameters(d: int, hidden: int, classes: int, bottleneck: int | None
     return built
 
 
-def sweep_students(sweep: SweepConfig, root, splits: Splits, transfer: TransferSet, per_member: dict, log=print):
-    """The student phase on the given logits (synthetic ones need no teacher cache): every cell through the Ray
-    executor, as `distill sweep` runs them; returns the rows as a DataFrame."""
+def sweep_students(sweep: SweepConfig, root, splits: Splits, transfer: TransferSet, logits: dict, log=print):
+    """The student phase on the given logits (`random_logits`: synthetic ones need no teacher cache): every cell
+    through the Ray executor, as `distill sweep` runs them; returns the rows as a DataFrame."""
     import pandas as pd
 
     from distill import pipeline, ray_sweep
 
-    jobs = pipeline.jobs(sweep, root, keys={t: "given" for t in per_member})
-    errored = ray_sweep.Executor(sweep, root, splits, transfer, log).run_students(jobs, per_member,
+    jobs = pipeline.jobs(sweep, root, keys={t.name: "given" for t in sweep.teachers})
+    errored = ray_sweep.Executor(sweep, root, splits, transfer, log).run_students(jobs, logits,
                                                                                  {j.id: [] for j in jobs})
     return pd.DataFrame([r for j in jobs for r in pipeline.finished(root, j, sweep.search.samples > 1)] + errored)

@@ -45,7 +45,7 @@ def member_flops(shape: tuple[int, int, int], classes: int) -> int:
 def harvest_seconds(models_: list[torch.nn.Module], splits, transfer, batch_size: int) -> float:
     t0 = time.perf_counter()
     for m in models_:
-        experiment.harvest(m, splits, transfer, batch_size)
+        experiment.harvest(m, splits, transfer, torch.float16, batch_size)
     return time.perf_counter() - t0
 
 

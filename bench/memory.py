@@ -2,12 +2,12 @@
 
 Command:   python bench/memory.py RESULTS_DIR   (a finished `distill run sweeps/demo.py` directory: its cache)
 Measures:  4 student trials running at once (mimic, H=1024) read the mnist5k transfer set and the 9-member
-           logits from the object store. Each trial records how much private memory (USS) its process gained
-           from its start (after the imports, before the data) to its end: model, optimizer, batches,
-           allocator caches and any copy of the shared data. The interpreter and torch themselves are paid
-           per process whatever the design, so they are not counted. Target: the trials' extra memory
-           plus the one object-store copy stays within 1.5x of (one copy of data + logits + one trial's model
-           state: weights, gradients and Adam's two moments).
+           ensemble's mean logits from the object store. Each trial records how much private memory (USS) its
+           process gained from its start (after the imports, before the data) to its end: model, optimizer,
+           batches, allocator caches and any copy of the shared data. The interpreter and torch themselves are paid
+           per process whatever the design, so they are not counted. Target: the trials' extra memory plus the one
+           object-store copy stays within 1.5x of (one copy of data + logits + one trial's model state: weights,
+           gradients and Adam's two moments).
 """
 
 import dataclasses
@@ -21,21 +21,23 @@ import ray
 import torch
 from fixtures import sweep_students
 
-from distill import cache, experiment, models, ray_shared
+from distill import cache, experiment, models, pipeline, ray_shared
 from distill.config import SearchConfig, load_sweep
 
 
 @ray.remote(num_cpus=0.5)
-def read_everything(data) -> tuple[float, bool]:
-    """Private memory a worker gains by getting the shared payload and reading every byte of it as tensors,
-    and whether any array came back writeable (a private copy); ray.get maps store objects read-only."""
+def read_everything(data, logits: list) -> tuple[float, bool]:
+    """Private memory a worker gains by getting the shared payload and a teacher's logits and reading every byte
+    of them as tensors, and whether any array came back writeable (a private copy); ray.get maps store objects
+    read-only."""
     before = psutil.Process().memory_full_info().uss
-    splits, transfer, logits = ray_shared.get(data)
-    tensors = [transfer.x, transfer.source, splits.train_x, splits.val_x, splits.test_x,
-               *(v for per in logits.values() for v in per.values())]
-    total = sum(float(t.float().sum()) if t.dtype != torch.float32 else float(t.sum()) for t in tensors)
+    splits, transfer = ray_shared.get(data)
+    mine = ray_shared.get_logits(logits[0], list(logits[0]))
+    tensors = [transfer.x.stored, transfer.source, splits.train_x.stored, splits.val_x.stored, splits.test_x.stored,
+               *mine.values()]
+    total = sum(float(t.double().sum()) for t in tensors)
     assert total == total  # every page was read
-    writeable = any(a.flags.writeable for a in data["transfer"].values())
+    writeable = any(t.numpy().flags.writeable for t in tensors)
     return psutil.Process().memory_full_info().uss - before, writeable
 
 
@@ -51,12 +53,11 @@ def main(results_dir: str) -> None:
         sweep.student, train=dataclasses.replace(sweep.student.train, epochs=3, patience=0)))
     splits, transfer = experiment.prepare(sweep.data)
     ray_shared.init(num_cpus=2)
-    per_member = cache.load_all(root, sweep.data, sweep.teachers)
-    payload = ray_shared.pack(splits, transfer, per_member)
-    shared = sum(a.nbytes for part in (payload["splits"], payload["transfer"]) for a in part.values()
-                 if hasattr(a, "nbytes")) + sum(a.nbytes for per in payload["logits"].values() for a in per.values())
-    read_cost, copied = ray.get(read_everything.remote(ray.put(payload)))
-    frame = sweep_students(sweep, bench_root, splits, transfer, per_member, log=print)
+    logits = cache.teacher_logits(root, sweep.data, sweep.teachers, pipeline.uses(pipeline.jobs(sweep, root)))
+    shared = splits.nbytes + transfer.x.nbytes + sum(v.numel() * v.element_size() for v in logits.values())
+    refs = [ray_shared.put_logits(logits)]  # in a list: the task resolves nothing, it fetches what it reads
+    read_cost, copied = ray.get(read_everything.remote(ray_shared.put(splits, transfer), refs))
+    frame = sweep_students(sweep, bench_root, splits, transfer, logits, log=print)
     with torch.device("meta"):
         params = models.param_count(experiment.build_student(sweep.cells()[0], splits))
     model = 4 * params * 4  # fp32 weights, gradients, Adam's two moments

@@ -26,7 +26,7 @@ import torch
 from common import arguments, interleave, load, save, table
 from fixtures import mnist5k, random_logits, student_sweep, sweep_students
 
-from distill import cache, experiment, ray_shared
+from distill import experiment, ray_shared
 
 
 @ray.remote
@@ -44,10 +44,9 @@ def in_process(sweep, splits, transfer, per_member, threads_: int) -> dict:
     torch.set_num_threads(threads_)
     try:
         cell = sweep.cells()[0]
-        members = {t.name: t.members for t in sweep.teachers}
-        teacher = cache.teacher_logits(per_member, members, cell.teacher)
         t0 = time.perf_counter()
-        row = experiment.run_student(cell, splits, transfer, teacher, teacher)
+        row = experiment.run_student(cell, splits, transfer, per_member[cell.teacher, "transfer"],
+                                     per_member[cell.teacher, "test"])
         return {"train_seconds": row["train_seconds"], "wall_seconds": time.perf_counter() - t0, "load": load()}
     finally:
         torch.set_num_threads(before)

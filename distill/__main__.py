@@ -54,7 +54,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from distill import report
 
         return report.main(args.results_dir)
-    from distill import experiment, pipeline, preflight
+    from distill import budget, experiment, pipeline, preflight
     from distill.config import load_sweep
 
     # Everything a user can get wrong is checked before data loads, Ray starts or anything is written.
@@ -71,7 +71,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     preflight.storage(root)
     # Prepared on the CPU for Ray: trials move it to their device. Bad data paths fail here, before Ray starts.
     splits, transfer = experiment.prepare(sweep.data, device if args.local else "cpu")
-    experiment.check_fits(sweep, splits, device)
+    budget.check_fits(sweep, splits, transfer, device, on_this_machine=args.local or address is None)
     if args.local:
         from distill import local
 

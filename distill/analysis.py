@@ -66,7 +66,7 @@ def teachers(config: dict, record: dict, manifests: dict[str, dict], members: di
     Errors come from the teacher's cache manifest (`manifests`, by name: the logits students learned from), else
     the member's own result; a member's size from its result (`members`: by name, one dict per member), else
     from the record's teacher facts (one member's). An ensemble's size is its members' sum. A sub-ensemble in
-    `used` (e.g. 'ecnn[:3]') has n/a errors: the manifest does not hold them, and computing them needs test labels."""
+    `used` (e.g. 'ecnn[:3]') takes its errors from the manifest's `subsets` (computed at harvest)."""
     facts = {t["name"]: t for t in record.get("teachers", [])}
     rows = []
     for t in config.get("teachers", []):
@@ -83,7 +83,8 @@ def teachers(config: dict, record: dict, manifests: dict[str, dict], members: di
                                                                              "architecture")}))
         rows += own
         subs = [(name, list(range(count)), manifest.get("ensemble", {}))]
-        subs += [(s, parse(s, {name: count})[1], {}) for s in sorted(u for u in used if u.startswith(f"{name}[:"))]
+        subs += [(s, parse(s, {name: count})[1], manifest.get("subsets", {}).get(s, {}))
+                 for s in sorted(u for u in used if u.startswith(f"{name}[:"))]
         for teacher, idx, errors in subs:
             part = [own[i] for i in idx]
             rows.append(net | dict(teacher=teacher, kind="ensemble", members=len(idx), index=None,

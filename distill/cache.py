@@ -3,14 +3,19 @@
 Layout under a sweep's directory:
     teachers/<teacher>/member-<i>/model.pt      final weights (written atomically)
     teachers/<teacher>/member-<i>/result.json   val/test error, config, sha256 of model.pt: the "done" mark
-    cache/<teacher>.pt                          {"key", "logits": {split: (M, N, C)}} for all M members
-    cache/<teacher>.json                        manifest: key, sha256 of the .pt, each member's and the
-                                                ensemble's val/test error
+    cache/<teacher>-<key>/member-<i>-<split>.pt {"key", "index", "split", "logits": (N, C)}: one member on one
+                                                split (transfer, val, test), fp16 when DataConfig.compact
+    cache/<teacher>.json                        manifest: key, each chunk's file and sha256, each member's,
+                                                each first-n sub-ensemble's and the ensemble's val/test error
 The cache key hashes the data set, split, transfer-set recipe and every member's weights, so a changed
-recipe or a retrained member is a miss, never a stale hit. Loading verifies the file's sha256.
+recipe or a retrained member is a miss, never a stale hit. Chunks keep every object far below the 5 GB of
+a single S3 copy (TIMIT's 9 members: 0.4 GB each) and let members be harvested in parallel; each is verified
+(sha256, key) as it is read. The manifest, written last, commits a harvest.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import nn
@@ -19,7 +24,7 @@ from distill import data, experiment, files, models
 from distill.config import DataConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.files import Location, Where
-from distill.teachers import ensemble, parse
+from distill.teachers import parse
 from distill.train import Fit, error, infer
 
 
@@ -75,7 +80,7 @@ def save_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, in
               "identity": member_identity(data_config, teacher, index),
               "val_error": error(val, splits.val_y), "test_error": error(test, splits.test_y),
               "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
-              "resumed_from": fitted.resumed_from}
+              "resumed_from": fitted.resumed_from, "started_at": fitted.started_at, "finished_at": time.time()}
     files.write_json(d / "result.json", result)  # written last: its presence means "done"
     return result
 
@@ -94,8 +99,14 @@ def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str
 
 
 def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
+    """(the folder of chunk folders, the manifest) of `teacher`'s logit cache."""
     d = files.location(root) / "cache"
-    return d / f"{teacher}.pt", d / f"{teacher}.json"
+    return d, d / f"{teacher}.json"
+
+
+def chunk_dir(root: Where, teacher: str, key: str) -> Location:
+    """Where the chunks of one cache key live: a new key never writes over the chunks an old manifest names."""
+    return cache_paths(root, teacher)[0] / f"{teacher}-{key[:16]}"
 
 
 def ready(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> tuple[list[dict], str]:
@@ -114,76 +125,130 @@ def expected_key(root: Where, data_config: DataConfig, teacher: TeacherConfig) -
 
 
 def cached(root: Where, data_config: DataConfig, teacher: TeacherConfig, want: str | None = None) -> bool:
-    """Whether a cache file with the current key (`want`, else computed) exists (not yet verified: `load` does
-    that)."""
+    """Whether a manifest with the current key (`want`, else computed) exists (its chunks are verified as they
+    are read)."""
     manifest = cache_paths(root, teacher.name)[1]
     if not manifest.exists():
         return False
     return files.read_json(manifest)["key"] == (expected_key(root, data_config, teacher) if want is None else want)
 
 
-def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
-            transfer: data.TransferSet, batch_size: int = 1024) -> dict:
-    """Compute every member's logits on transfer/val/test once, and write the cache; returns the manifest."""
-    k = expected_key(root, data_config, teacher)
-    per_split: dict[str, list[torch.Tensor]] = {s: [] for s in experiment.SPLITS}
-    for i in range(teacher.members):
-        model = load_member(root, teacher, i, splits)
-        for split, logits in experiment.harvest(model, splits, transfer, batch_size).items():
-            per_split[split].append(logits.cpu())
-    logits = {s: torch.stack(v) for s, v in per_split.items()}  # split -> (M, N, C)
-    payload = files.torch_bytes({"key": k, "logits": logits})
-    pt, manifest_path = cache_paths(root, teacher.name)
-    files.write_bytes(pt, payload)
-    members = [error(logits["test"][i], splits.test_y.cpu()) for i in range(teacher.members)]
-    manifest = {"key": k, "teacher": teacher.name, "sha256": files.sha256(payload), "data": to_dict(data_config),
-                "members": [{"index": i, "val_error": error(logits["val"][i], splits.val_y.cpu()),
-                             "test_error": members[i],
-                             **experiment.speech_scores(splits, {"test": logits["test"][i].to(splits.test_y.device)})}
-                            for i in range(teacher.members)],
-                "ensemble": {"val_error": error(logits["val"].mean(0), splits.val_y.cpu()),
-                             "test_error": error(logits["test"].mean(0), splits.test_y.cpu()),
-                             **experiment.speech_scores(splits, {s: logits[s].mean(0).to(splits.test_y.device)
-                                                                 for s in ("val", "test")})},
-                "shapes": {s: list(v.shape) for s, v in logits.items()}}
-    files.write_json(manifest_path, manifest)  # written last: the manifest commits the cache
+def logit_dtype(data_config: DataConfig) -> torch.dtype:
+    return torch.float16 if data_config.compact else torch.float32
+
+
+def harvest_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, k: str,
+                   splits: data.Splits, transfer: data.TransferSet, batch_size: int = 1024) -> dict[str, dict]:
+    """Member `index`'s logits on transfer/val/test, one chunk file per split under the key's folder; returns
+    {split: {"file", "sha256", "shape"}} for the manifest. Harvests of several members can run at once."""
+    model = load_member(root, teacher, index, splits)
+    chunks = {}
+    for split, logits in experiment.harvest(model, splits, transfer, logit_dtype(data_config), batch_size).items():
+        payload = files.torch_bytes({"key": k, "index": index, "split": split, "logits": logits.cpu()})
+        name = f"member-{index}-{split}.pt"
+        files.write_bytes(chunk_dir(root, teacher.name, k) / name, payload)
+        chunks[split] = {"file": f"{chunk_dir(root, teacher.name, k).name}/{name}", "sha256": files.sha256(payload),
+                         "shape": list(logits.shape)}
+    return chunks
+
+
+def publish(root: Where, data_config: DataConfig, teacher: TeacherConfig, k: str, chunks: list[dict[str, dict]],
+            splits: data.Splits) -> dict:
+    """Write the manifest that commits the harvested chunks (`chunks[i]`: member i's), with each member's, every
+    first-n sub-ensemble's and the whole ensemble's val/test errors computed from the stored logits; then
+    delete the chunks of other keys. A harvest killed before this leaves the old manifest (and its chunks) or
+    none: never a mix."""
+    manifest = {"key": k, "teacher": teacher.name, "data": to_dict(data_config), "dtype": str(logit_dtype(data_config)),
+                "chunks": [{s: chunks[i][s] for s in experiment.SPLITS} for i in range(teacher.members)],
+                "shapes": {s: [teacher.members, *chunks[0][s]["shape"]] for s in experiment.SPLITS}}
+    scored = {s: torch.stack([read_chunk(root, teacher, manifest, i, s) for i in range(teacher.members)])
+              for s in ("val", "test")}  # (M, N, C) each: val and test are small
+    manifest["members"] = [{"index": i, **scores(splits, {s: v[i] for s, v in scored.items()})}
+                           for i in range(teacher.members)]
+    first = {n: scores(splits, {s: v[:n].float().mean(0) for s, v in scored.items()})
+             for n in range(1, teacher.members + 1)}  # the first n members' mean, n = M the whole ensemble
+    manifest["subsets"] = {f"{teacher.name}[:{n}]": e for n, e in first.items() if 1 < n < teacher.members}
+    manifest["ensemble"] = first[teacher.members]
+    folder, path = cache_paths(root, teacher.name)
+    files.write_json(path, manifest)  # written last: the manifest commits the cache
+    for old in folder.glob(f"{teacher.name}-*"):
+        if old.name != chunk_dir(root, teacher.name, k).name and old.is_dir():
+            files.remove_tree(old)
     return manifest
 
 
-def load(root: Where, data_config: DataConfig, teacher: TeacherConfig,
-         want: str | None = None) -> dict[str, torch.Tensor]:
-    """The per-member logits {split: (M, N, C)}, verified against the manifest's hash and the current key
-    (`want`, if the caller computed it already: `expected_key` reads and hashes every member's weights)."""
-    pt, manifest_path = cache_paths(root, teacher.name)
-    fix = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
-    if not manifest_path.exists() or not pt.exists():
-        raise UserError(f"no logit cache for teacher {teacher.name!r} under {files.location(root) / 'cache'}: {fix}")
-    manifest = files.read_json(manifest_path)
+def scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
+    """val/test error (and PER for speech) of logits {split: (N, C)}."""
+    out = {f"{s}_error": error(v, splits.split(s)[1].to(v.device)) for s, v in logits.items()}
+    device = splits.test_y.device
+    return out | experiment.speech_scores(splits, {s: v.to(device) for s, v in logits.items()})
+
+
+def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
+            transfer: data.TransferSet, batch_size: int = 1024) -> dict:
+    """Every member's logits on transfer/val/test, once, one member after another; returns the manifest.
+    (The Ray adapter runs `harvest_member` for several members at once, then `publish`.)"""
+    k = expected_key(root, data_config, teacher)
+    chunks = [harvest_member(root, data_config, teacher, i, k, splits, transfer, batch_size)
+              for i in range(teacher.members)]
+    return publish(root, data_config, teacher, k, chunks, splits)
+
+
+FIX = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
+
+
+def manifest(root: Where, data_config: DataConfig, teacher: TeacherConfig, want: str | None = None) -> dict:
+    """The teacher's cache manifest, refused unless it is for the current key (`want`, if the caller computed
+    it already: `expected_key` reads and hashes every member's weights)."""
+    path = cache_paths(root, teacher.name)[1]
+    if not path.exists():
+        raise UserError(f"no logit cache for teacher {teacher.name!r} under {path.parent}: {FIX}")
+    found = files.read_json(path)
     want = expected_key(root, data_config, teacher) if want is None else want
-    if manifest.get("key") != want:
-        raise UserError(f"logit cache {pt} is for another data set, transfer recipe or set of members "
-                        f"(key {manifest.get('key')}, this sweep needs {want}): {fix}")
-    payload = pt.read_bytes()
-    if files.sha256(payload) != manifest.get("sha256"):
-        raise UserError(f"logit cache {pt} is corrupt (its sha256 does not match {manifest_path.name}): "
-                        f"delete it and {fix}")
-    content = files.load_tensors(payload, pt)
-    if content.get("key") != want:
-        raise UserError(f"logit cache {pt} does not hold the key its manifest names: delete it and {fix}")
+    if found.get("key") != want:
+        raise UserError(f"logit cache {path} is for another data set, transfer recipe or set of members "
+                        f"(key {found.get('key')}, this sweep needs {want}): {FIX}")
+    return found
+
+
+def read_chunk(root: Where, teacher: TeacherConfig, found: dict, index: int, split: str) -> torch.Tensor:
+    """Member `index`'s logits on `split`, (N, C), verified against the manifest's hash and key."""
+    entry = found["chunks"][index][split]
+    path = cache_paths(root, teacher.name)[0] / entry["file"]
+    if not path.exists():
+        raise UserError(f"logit cache chunk {path} is missing: delete {cache_paths(root, teacher.name)[1]} and {FIX}")
+    payload = path.read_bytes()
+    if files.sha256(payload) != entry["sha256"]:
+        raise UserError(f"logit cache chunk {path} is corrupt (its sha256 does not match {teacher.name}.json): "
+                        f"delete it and {FIX}")
+    content = files.load_tensors(payload, path)
+    if (content.get("key"), content.get("index"), content.get("split")) != (found["key"], index, split):
+        raise UserError(f"logit cache chunk {path} does not hold what its manifest names: delete it and {FIX}")
     return content["logits"]
 
 
-def teacher_logits(per_member: dict[str, dict[str, torch.Tensor]], members: dict[str, int],
-                   name: str) -> dict[str, torch.Tensor] | None:
-    """Teacher `name`'s logits {split: (N, C)}: the mean over its members, from the per-member cache
-    {teacher: {split: (M, N, C)}}; None for no teacher (label-trained students)."""
-    if not name:
-        return None
-    base, idx = parse(name, members)
-    return {split: ensemble(v, idx) for split, v in per_member[base].items()}
+def mean_logits(root: Where, data_config: DataConfig, teacher: TeacherConfig, idx: list[int], split: str,
+                want: str | None = None) -> torch.Tensor:
+    """The mean of members `idx`'s logits on `split`, (N, C) in the cache's dtype: what a student of teacher
+    `name[idx]` learns from or is compared with. Members are read one at a time (each chunk verified), summed in
+    fp32: TIMIT's 9 members' transfer logits would be 3.6 GB at once, their mean is 0.4 GB."""
+    found = manifest(root, data_config, teacher, want)
+    total = None
+    for i in idx:
+        chunk = read_chunk(root, teacher, found, i, split).float()
+        total = chunk if total is None else total.add_(chunk)
+    return total.div_(len(idx)).to(logit_dtype(data_config))
 
 
-def load_all(root: Where, data_config: DataConfig, teachers,
-             keys: dict[str, str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """Every teacher's verified per-member logits {teacher: {split: (M, N, C)}}; `keys` as `load`'s `want`."""
-    return {t.name: load(root, data_config, t, (keys or {}).get(t.name)) for t in teachers}
+def teacher_logits(root: Where, data_config: DataConfig, teachers, uses: dict[str, set[str]],
+                   keys: dict[str, str] | None = None) -> dict[tuple[str, str], torch.Tensor]:
+    """{(teacher name, split): mean logits (N, C)} for each teacher name students use ('ecnn', 'ecnn[:3]',
+    'ecnn[0]') and the splits they use of it (`uses`), each formed once; `keys` as `manifest`'s `want`."""
+    configs = {t.name: t for t in teachers}
+    members = {t.name: t.members for t in teachers}
+    out = {}
+    for name, used in uses.items():
+        base, idx = parse(name, members)
+        for split in sorted(used):
+            out[name, split] = mean_logits(root, data_config, configs[base], idx, split, (keys or {}).get(base))
+    return out

@@ -29,6 +29,9 @@ class DataConfig:
     shift: int = 2  # pixels of the padded-crop augmentation
     seed: int = 0  # fixes the val split and the transfer set
     args: Mapping = field(default_factory=dict)  # keywords of the data set's load(root, **args), e.g. timit's context
+    # Store images as uint8 and speech features and teacher logits as fp16 (converted to fp32 per batch); False
+    # keeps everything in fp32 (twice to four times the memory, for checking that compact storage changes nothing).
+    compact: bool = True
 
 
 @dataclass(frozen=True)

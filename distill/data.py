@@ -1,32 +1,103 @@
 """Data sets as in-memory tensors, and the seeded transfer set the students learn from.
 
 A data set is loaded by name: `distill.datasets.<name>` (hyphens become underscores) is a module with
-`load(root) -> Raw`. Everything here is plain PyTorch; the whole data set lives as one tensor on the
-chosen device, normalised once, so small students train without DataLoader workers.
+`load(root) -> Raw`. Everything here is plain PyTorch; each split lives as one compact tensor on the chosen
+device (uint8 images, fp16 features), normalised per batch as `fit` and `infer` index it, so students train
+without DataLoader workers and a paper-size split costs its stored bytes, not 4 bytes per input value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass
 
 import torch
 
+from distill.datasets import Raw
 from distill.errors import UserError
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """A split's inputs as stored, and how a batch of model inputs is made from them.
+
+    The store is compact (with `DataConfig.compact`): images stay uint8 and speech features are fp16, a quarter
+    and a half of fp32. A batch is gathered by index and normalised on the store's device, in fp32:
+    `(stored - mean) / std`, so nothing normalised is ever held for a whole split.
+
+    Speech (`context` > 0) stores each frame once, (F, C, H): the model's input for frame i is frames
+    i - context .. i + context, clamped to frame i's utterance (`bounds`), gathered per batch as
+    (B, C, H, 2 * context + 1). Stacking them for a whole split would hold every frame 2 * context + 1 times:
+    8.3 GB in fp32 for TIMIT's 1.1M train frames, against 0.27 GB stored here.
+    """
+
+    stored: torch.Tensor  # (N, C, H, W) images, or (F, C, H) frames when context > 0; uint8, fp16 or fp32
+    mean: torch.Tensor  # (1, C, 1, 1) fp32: per-channel statistics of the train split
+    std: torch.Tensor  # (1, C, 1, 1) fp32
+    context: int = 0
+    bounds: torch.Tensor | None = None  # (F, 2) int64: first and last frame of each frame's utterance
+    rows: torch.Tensor | None = None  # (N,) int64: a subset of the stored examples (a data-parallel shard)
+
+    def __len__(self) -> int:
+        return len(self.stored) if self.rows is None else len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, *the model's input shape), as a tensor of the normalised inputs would have."""
+        one = tuple(self.stored.shape[1:]) + ((2 * self.context + 1,) if self.context else ())
+        return (len(self), *one)
+
+    @property
+    def device(self) -> torch.device:
+        return self.stored.device
+
+    @property
+    def nbytes(self) -> int:
+        extra = [t for t in (self.bounds, self.rows) if t is not None]
+        return sum(t.numel() * t.element_size() for t in (self.stored, self.mean, self.std, *extra))
+
+    def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        """The normalised fp32 inputs of examples `idx` (an index tensor or a slice): (B, *shape[1:])."""
+        if isinstance(idx, slice):
+            idx = torch.arange(*idx.indices(len(self)), device=self.device)
+        if self.rows is not None:
+            idx = self.rows[idx]
+        if self.context:
+            offsets = torch.arange(-self.context, self.context + 1, device=self.device)  # (W,)
+            bounds = self.bounds[idx]  # (B, 2)
+            frames = (idx[:, None] + offsets).clamp(bounds[:, :1], bounds[:, 1:])  # (B, W)
+            # (B, W, C, H) -> (B, C, H, W), converted and laid out contiguously in one copy.
+            batch = self.stored[frames].permute(0, 2, 3, 1).to(torch.float32, memory_format=torch.contiguous_format)
+        else:
+            batch = self.stored[idx].to(torch.float32)
+        return batch.sub_(self.mean).div_(self.std)
+
+    def take(self, index: torch.Tensor) -> Inputs:
+        """The examples `index` (N',) of these, without copying the store."""
+        index = index.to(self.device)
+        return dataclasses.replace(self, rows=index if self.rows is None else self.rows[index])
+
+    def to(self, device: torch.device | str) -> Inputs:
+        def move(t):
+            return None if t is None else t.to(device)
+
+        return Inputs(move(self.stored), move(self.mean), move(self.std), self.context, move(self.bounds),
+                      move(self.rows))
+
+
+@dataclass(frozen=True)
 class Splits:
-    """Normalised train / val / test tensors on one device. Val is carved out of train by `seed`, unless
-    the data set has its own. The last three fields are only set for speech (see `Raw`)."""
+    """Train / val / test inputs (compact, normalised per batch) and labels on one device. Val is carved out of
+    train by `seed`, unless the data set has its own. The last three fields are only set for speech (see `Raw`)."""
 
     name: str
-    train_x: torch.Tensor  # (N_train, C, H, W) float
+    train_x: Inputs  # N_train examples of shape (C, H, W)
     train_y: torch.Tensor  # (N_train,) int64
-    val_x: torch.Tensor
+    val_x: Inputs
     val_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: Inputs
     test_y: torch.Tensor
     classes: int
     flips: bool
@@ -38,7 +109,14 @@ class Splits:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every tensor held: the inputs as stored, labels, utterance lengths."""
+        tensors = [self.train_y, self.val_y, self.test_y, self.val_lengths, self.test_lengths, self.fold]
+        return (self.train_x.nbytes + self.val_x.nbytes + self.test_x.nbytes
+                + sum(t.numel() * t.element_size() for t in tensors if t is not None))
+
+    def split(self, name: str) -> tuple[Inputs, torch.Tensor]:
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
 
@@ -50,7 +128,7 @@ class TransferSet:
     (to give each view its source's label), the mimic students never see labels.
     """
 
-    x: torch.Tensor  # (N_train * (1 + views), C, H, W)
+    x: Inputs  # N_train * (1 + views) examples
     source: torch.Tensor  # (N_train * (1 + views),) int64
 
 
@@ -59,9 +137,49 @@ def module_name(name: str) -> str:
 
 
 def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
-         device: torch.device | str = "cpu", args: dict | None = None) -> Splits:
-    """Load data set `name` (its module's `load(root, **args)`), normalise it with train statistics, and
-    carve val out of train unless the data set has its own val split (then `val_size` is unused)."""
+         device: torch.device | str = "cpu", args: dict | None = None, compact: bool = True) -> Splits:
+    """Load data set `name` (its module's `load(root, **args)`), carve val out of train unless the data set has
+    its own val split (then `val_size` is unused), and keep every split as `Inputs`: stored compact (uint8
+    images, fp16 features) unless `compact` is False (fp32), normalised per batch with train statistics."""
+    raw = read(name, root, args)
+    if raw.context and (raw.val_x is None or raw.test_x is None):
+        raise UserError(f"data set {name!r} gives frames with context but no val or test split of its own: "
+                        "frames of one utterance must stay together, so it must provide both")
+    gen = torch.Generator().manual_seed(seed)
+    x, y = raw.train_x, raw.train_y
+    order = torch.randperm(len(x), generator=gen)
+    if raw.test_x is None:
+        test_idx, order = order[: raw.test_size], order[raw.test_size:]
+        test_x, test_y = x[test_idx], y[test_idx]
+    else:
+        test_x, test_y = raw.test_x, raw.test_y
+    if raw.val_x is not None:  # the data set's own val split: train keeps every example, in order
+        val_x, val_y, train_x, train_y = raw.val_x, raw.val_y, x, y
+    else:
+        if not 0 < val_size < len(order):
+            raise UserError(f"val_size={val_size} must be between 1 and {len(order) - 1} for {name!r}")
+        val_idx, train_idx = order[:val_size], order[val_size:]
+        val_x, val_y, train_x, train_y = x[val_idx], y[val_idx], x[train_idx], y[train_idx]
+    dtype = storage_dtype(train_x.dtype, compact)
+    train_x = train_x.to(device, dtype)
+    mean, std = channel_stats(train_x)  # train only: val and test never inform preprocessing
+
+    def inputs(t: torch.Tensor, lengths: torch.Tensor | None) -> Inputs:
+        bounds = utterance_bounds(lengths).to(device) if raw.context else None
+        return Inputs(t.to(device, dtype), mean, std, raw.context, bounds)
+
+    def opt(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device)
+
+    return Splits(name=name, train_x=inputs(train_x, raw.train_lengths), train_y=train_y.to(device),
+                  val_x=inputs(val_x, raw.val_lengths), val_y=val_y.to(device),
+                  test_x=inputs(test_x, raw.test_lengths), test_y=test_y.to(device), classes=raw.classes,
+                  flips=raw.flips, val_lengths=opt(raw.val_lengths), test_lengths=opt(raw.test_lengths),
+                  fold=opt(raw.fold))
+
+
+def read(name: str, root: str | None, args: dict | None) -> Raw:
+    """The data set module's `Raw`; a bad name, bad arguments or damaged files are one-line UserErrors."""
     try:
         module = importlib.import_module(module_name(name))
     except ModuleNotFoundError as e:
@@ -73,7 +191,7 @@ def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
     except TypeError as e:
         raise UserError(f"bad data set arguments {args} for {name!r}: {e}") from None
     try:
-        raw = module.load(root, **(args or {}))
+        return module.load(root, **(args or {}))
     except UserError:
         raise
     except Exception as e:  # a file the data set's reader chokes on: truncated, corrupted, another format
@@ -81,35 +199,38 @@ def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
         raise UserError(f"data set {name!r} could not be read from {root or 'its default directory'} "
                         f"({type(e).__name__}{': ' + detail if detail else ''}): its files are damaged or not "
                         "what it expects; replace them (or delete them and download them again)") from None
-    gen = torch.Generator().manual_seed(seed)
-    x, y = raw.train_x, raw.train_y
-    order = torch.randperm(len(x), generator=gen)
-    if raw.test_x is None:
-        test_idx, order = order[: raw.test_size], order[raw.test_size:]
-        test_x, test_y = x[test_idx], y[test_idx]
-    else:
-        test_x, test_y = raw.test_x, raw.test_y
-    if raw.val_x is not None:  # the data set's own val split: train keeps every example, in order
-        val_x, val_y, train_x, train_y = raw.val_x, raw.val_y, x.to(device, torch.float32), y
-    else:
-        if not 0 < val_size < len(order):
-            raise UserError(f"val_size={val_size} must be between 1 and {len(order) - 1} for {name!r}")
-        val_idx, train_idx = order[:val_size], order[val_size:]
-        val_x, val_y, train_x, train_y = x[val_idx], y[val_idx], x[train_idx].to(device, torch.float32), y[train_idx]
-    # Per-channel statistics of the train split only: val and test never inform preprocessing.
-    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
-    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
 
-    def norm(t: torch.Tensor) -> torch.Tensor:
-        return (t.to(device, torch.float32) - mean) / std
 
-    def opt(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.to(device)
+def storage_dtype(dtype: torch.dtype, compact: bool) -> torch.dtype:
+    """uint8 images stay uint8 and other inputs become fp16 when compact; everything fp32 otherwise."""
+    if not compact:
+        return torch.float32
+    return torch.uint8 if dtype == torch.uint8 else torch.float16
 
-    return Splits(name=name, train_x=(train_x - mean) / std, train_y=train_y.to(device),
-                  val_x=norm(val_x), val_y=val_y.to(device), test_x=norm(test_x),
-                  test_y=test_y.to(device), classes=raw.classes, flips=raw.flips,
-                  val_lengths=opt(raw.val_lengths), test_lengths=opt(raw.test_lengths), fold=opt(raw.fold))
+
+def channel_stats(x: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of stored inputs x (N, C, ...), each (1, C, 1, 1) fp32.
+
+    Accumulated in fp64 over chunks of examples, so that a large uint8 or fp16 split is never converted whole."""
+    dims = [0] + list(range(2, x.dim()))
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for part in x.split(chunk):
+        part = part.double()
+        total += part.sum(dims)
+        squares += part.pow(2).sum(dims)
+    n = x.numel() // x.shape[1]
+    mean = total / n
+    var = (squares - n * mean.pow(2)) / max(n - 1, 1)
+    shape = (1, x.shape[1], 1, 1)
+    return mean.float().reshape(shape), var.clamp_min(0).sqrt().float().clamp_min(1e-6).reshape(shape)
+
+
+def utterance_bounds(lengths: torch.Tensor) -> torch.Tensor:
+    """(U,) frames per utterance -> (F, 2) int64: the first and last frame of each frame's utterance."""
+    starts = torch.cumsum(lengths, 0) - lengths
+    first = torch.repeat_interleave(starts, lengths)
+    return torch.stack([first, first + torch.repeat_interleave(lengths, lengths) - 1], 1)
 
 
 def available() -> list[str]:
@@ -121,13 +242,21 @@ def available() -> list[str]:
                   if not m.name.startswith("_"))
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, shift: int, flips: bool) -> torch.Tensor:
+def pad_value(x: Inputs) -> torch.Tensor:
+    """What augmentation pads images with: the train mean, in the store's dtype (rounded for uint8), so that
+    padding is (almost exactly) zero once normalised. (1, C, 1, 1)."""
+    fill = x.mean.round() if x.stored.dtype == torch.uint8 else x.mean
+    return fill.to(x.stored.dtype)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, shift: int, flips: bool, fill: torch.Tensor) -> torch.Tensor:
     """One random view of each image: a padded crop (shift of up to `shift` pixels) and maybe a flip.
 
-    x: (N, C, H, W). Padding is with zeros of the normalised data (the data mean), per image offsets.
+    x: (N, C, H, W) stored images (any dtype); padding is `fill` (1, C, 1, 1); per-image offsets.
     """
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    n, c, h, w = x.shape
+    padded = fill.expand(n, c, h + 2 * shift, w + 2 * shift).clone()
+    padded[:, :, shift:shift + h, shift:shift + w] = x
     dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen).to(x.device)
     # Gather each image's crop with one advanced index: rows (N, H, 1), cols (N, 1, W).
@@ -142,12 +271,20 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int, flips: bool) -> t
 
 
 def transfer_set(splits: Splits, views: int, shift: int = 2, seed: int = 0) -> TransferSet:
-    """The train inputs followed by `views` seeded augmented copies of them (no labels).
+    """The train inputs followed by `views` seeded augmented copies of them (no labels), stored as train is.
 
-    With `views=0` the transfer set is the train inputs themselves, the same tensor (no copy: TIMIT's
-    train frames are gigabytes)."""
+    With `views=0` the transfer set is the train inputs themselves, the same object (no copy: TIMIT's train
+    frames are hundreds of megabytes)."""
+    train = splits.train_x
+    n = len(train)
+    source = torch.arange(n, device=train.device).repeat(1 + views)
+    if not views:
+        return TransferSet(x=train, source=source)
+    if train.context:
+        raise UserError(f"views={views}: augmented views are crops of images; speech frames ({splits.name}) have "
+                        "none: set views=0")
     gen = torch.Generator().manual_seed(seed)
-    parts = [splits.train_x] + [augment(splits.train_x, gen, shift, splits.flips) for _ in range(views)]
-    n = len(splits.train_x)
-    source = torch.arange(n, device=splits.train_x.device).repeat(1 + views)
-    return TransferSet(x=torch.cat(parts) if views else splits.train_x, source=source)
+    fill = pad_value(train)
+    stored = train.stored if train.rows is None else train.stored[train.rows]
+    parts = [stored] + [augment(stored, gen, shift, splits.flips, fill) for _ in range(views)]
+    return TransferSet(x=dataclasses.replace(train, stored=torch.cat(parts), rows=None), source=source)

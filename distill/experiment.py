@@ -23,7 +23,7 @@ SPLITS = ("transfer", "val", "test")
 
 def prepare(config: DataConfig, device: str | torch.device = "cpu") -> tuple[data.Splits, data.TransferSet]:
     splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device,
-                       args=dict(config.args))
+                       args=dict(config.args), compact=config.compact)
     return splits, data.transfer_set(splits, config.views, shift=config.shift, seed=config.seed)
 
 
@@ -48,8 +48,8 @@ def member_task(teacher: TeacherConfig, index: int, splits: data.Splits, transfe
     """
     x, y = transfer.x, splits.train_y[transfer.source]
     if world > 1:
-        n = len(x) // world * world
-        x, y = x[rank:n:world], y[rank:n:world]
+        shard = torch.arange(rank, len(x) // world * world, world, device=y.device)
+        x, y = x.take(shard), y[shard]
     return x, y, dataclasses.replace(teacher.train, seed=teacher.train.seed + index)
 
 
@@ -68,16 +68,18 @@ def train_member(teacher: TeacherConfig, index: int, splits: data.Splits, transf
     return getattr(trained, "module", trained), result
 
 
-def harvest(model: nn.Module, splits: data.Splits, transfer: data.TransferSet,
+def harvest(model: nn.Module, splits: data.Splits, transfer: data.TransferSet, dtype: torch.dtype,
             batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """One member's logits on every split the students need: {'transfer', 'val', 'test'} -> (N, C)."""
+    """One member's logits on every split the students need: {'transfer', 'val', 'test'} -> (N, C) in `dtype`
+    (fp16 for a compact cache: half the bytes, converted back per batch)."""
     xs = {"transfer": transfer.x, "val": splits.val_x, "test": splits.test_x}
-    return {split: infer(model, xs[split], batch_size) for split in SPLITS}
+    return {split: infer(model, xs[split], batch_size, dtype) for split in SPLITS}
 
 
 def student_task(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
-                 teacher: dict[str, torch.Tensor] | None):
-    """What a student learns from: (inputs, targets, loss) for its target (distill.targets)."""
+                 teacher: torch.Tensor | None):
+    """What a student learns from: (inputs, targets, loss) for its target (distill.targets).
+    `teacher`: its teacher's logits on the transfer set (N_transfer, C), None for label targets."""
     target = TARGETS[cell.target]
     n = len(splits.train_x)  # the transfer set starts with the train inputs themselves
     x = splits.train_x if target.inputs == "train" else transfer.x
@@ -86,7 +88,7 @@ def student_task(cell: StudentConfig, splits: data.Splits, transfer: data.Transf
     elif teacher is None:
         raise UserError(f"target {cell.target!r} needs teacher logits: run `distill teachers` first")
     else:
-        y = teacher["transfer"][:n] if target.inputs == "train" else teacher["transfer"]
+        y = teacher[:n] if target.inputs == "train" else teacher
     return x, y, lambda out, t: target.loss(out, t, cell.temperature)
 
 
@@ -104,12 +106,13 @@ def cell_columns(cell: StudentConfig) -> dict:
 
 
 def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
-                teacher: dict[str, torch.Tensor] | None, reference: dict[str, torch.Tensor] | None,
+                teacher: torch.Tensor | None, reference: torch.Tensor | None,
                 report: Report | None = None, resume: dict | None = None) -> dict:
     """Train one student and return its result row: config, #params, errors, agreement, time.
 
-    `teacher` holds the logits the student learns from (mimic, kd); `reference` the teacher it is
-    compared with (agreement, logit RMSE), so that label-trained students are measured the same way.
+    `teacher` holds the transfer-set logits the student learns from (mimic, kd), (N_transfer, C); `reference`
+    the test logits (N_test, C) of the teacher it is compared with (agreement, logit RMSE), so that
+    label-trained students are measured the same way. These are all a student receives of its teachers.
     """
     x, target, loss = student_task(cell, splits, transfer, teacher)
     model = build_student(cell, splits).to(splits.train_x.device)
@@ -120,15 +123,15 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
            "val_error": error(val, splits.val_y),
            "test_error": error(test, splits.test_y), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "resumed_from": result.resumed_from, "train_seconds": result.seconds,
-           "wall_seconds": time.perf_counter() - t0}
+           "started_at": result.started_at, "wall_seconds": time.perf_counter() - t0}
     if reference is not None:
-        row["test_agreement"] = agreement(test, reference["test"])
-        row["test_logit_rmse"] = logit_rmse(test, reference["test"])
+        row["test_agreement"] = agreement(test, reference)
+        row["test_logit_rmse"] = logit_rmse(test, reference.float())
     return {**row, **speech_scores(splits, {"val": val, "test": test})}
 
 
 def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
-                  teacher: dict[str, torch.Tensor] | None, reference: dict[str, torch.Tensor] | None,
+                  teacher: torch.Tensor | None, reference: torch.Tensor | None,
                   trial_dir: files.Location, checkpoint_every: int = 1,
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
     """One student in its own directory: resumed from its checkpoint there (state.pt) if it has one,
@@ -186,21 +189,3 @@ def flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def check_fits(sweep, splits: data.Splits, device: str | torch.device) -> None:
-    """Refuse a sweep whose largest student cannot train on `device`: its weights, gradients, best copy and optimizer
-    state (fp32) must fit in 80% of the free memory. Skipped when trials get GPUs this machine lacks."""
-    device = torch.device(device)
-    if sweep.gpus_per_trial > 0 and device.type != "cuda":
-        return
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available
-    for cell in sweep.cells():
-        with torch.device("meta"):  # counts parameters without allocating them
-            params = models.param_count(build_student(cell, splits))
-        # fp32 weights, gradients, fit's copy of the best weights, and the optimizer's state (Adam: 2, SGD: 1).
-        need = params * 4 * (5 if cell.train.optimizer == "adam" else 4)
-        if need > 0.8 * free:
-            raise UserError(f"student H={cell.hidden} k={cell.bottleneck} has {params / 1e6:.0f}M parameters and "
-                            f"needs about {need / 2**30:.1f} GiB to train, but {device} has {free / 2**30:.1f} GiB "
-                            "free: add a bottleneck (e.g. bottleneck=250), lower hidden, or use a bigger device")

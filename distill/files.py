@@ -183,6 +183,16 @@ def write_bytes(path: Where, payload: bytes) -> None:
     location(path).write_bytes(payload)
 
 
+def remove_tree(path: Where) -> None:
+    """Delete a folder and everything in it, locally or in object storage (gone already is fine)."""
+    where = location(path)
+    if where.remote:
+        with contextlib.suppress(FileNotFoundError):
+            where.fs.delete_dir(where.path)
+    else:
+        shutil.rmtree(where.path, ignore_errors=True)
+
+
 def write_json(path: Where, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 

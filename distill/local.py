@@ -24,16 +24,14 @@ class Executor:
     def harvest(self, teacher: TeacherConfig) -> dict:
         return cache.harvest(self.root, self.sweep.data, teacher, self.splits, self.transfer)
 
-    def run_students(self, jobs: list[pipeline.Job], per_member: dict, done: dict[str, list[dict]]) -> list[dict]:
+    def run_students(self, jobs: list[pipeline.Job], logits: dict, done: dict[str, list[dict]]) -> list[dict]:
         """Every job once with its config's settings: a search (samples > 1) needs Ray Tune."""
-        members = {t.name: t.members for t in self.sweep.teachers}
-        device = self.splits.train_x.device
-        per_member = {t: {s: v.to(device) for s, v in per.items()} for t, per in per_member.items()}
+        device = self.splits.train_y.device
+        logits = {k: v.to(device) for k, v in logits.items()}
         for n, job in enumerate(jobs, 1):
-            row = experiment.student_trial(
-                job.cell, self.splits, self.transfer, cache.teacher_logits(per_member, members, job.teacher),
-                cache.teacher_logits(per_member, members, job.reference), pipeline.trial_dir(self.root, job),
-                self.sweep.checkpoint_every)
+            teacher, reference = pipeline.given(job, logits)
+            row = experiment.student_trial(job.cell, self.splits, self.transfer, teacher, reference,
+                                           pipeline.trial_dir(self.root, job), self.sweep.checkpoint_every)
             score = f"test error {row['test_error']:.4f}" if row["status"] == "ok" else row["reason"]
             self.log(f"student {n}/{len(jobs)}: {job.id}: {score}")
         return []

@@ -42,8 +42,10 @@ class Executor(Protocol):
 
     def harvest(self, teacher: TeacherConfig) -> dict: ...
 
-    def run_students(self, jobs: list[Job], per_member: dict, done: dict[str, list[dict]]) -> list[dict]:
-        """Run the jobs' remaining trials (`done`: the rows each has already); return the rows of trials that
+    def run_students(self, jobs: list[Job], logits: dict[tuple[str, str], object],
+                     done: dict[str, list[dict]]) -> list[dict]:
+        """Run the jobs' remaining trials (`done`: the rows each has already), each given only the logits it uses
+        (`uses`: logits[job.teacher, 'transfer'], logits[job.reference, 'test']); return the rows of trials that
         errored (kept out of storage, so that a re-run tries them again)."""
 
 
@@ -129,14 +131,32 @@ def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
         log(f"students: {len(todo) - len(pending)} of {len(todo)} cells finished before with these settings, kept")
     errored = []
     if pending:
-        per_member = cache.load_all(root, sweep.data, sweep.teachers, keys)
-        errored = executor.run_students(pending, per_member, {j.id: done[j.id] for j in pending})
+        logits = cache.teacher_logits(root, sweep.data, sweep.teachers, uses(pending), keys)
+        errored = executor.run_students(pending, logits, {j.id: done[j.id] for j in pending})
         done |= {j.id: finished(root, j, searched) for j in pending}  # only the jobs that ran have new rows
     rows = [row for j in todo for row in done[j.id]] + errored
     frame = results.write(root, rows, to_dict(sweep))
     failed = int((frame["status"] != "ok").sum()) if len(frame) else 0
     log(f"students: {len(frame)} trials, {failed} not finished ok; results in {root / 'results.parquet'}")
     return frame
+
+
+def uses(todo: list[Job]) -> dict[str, set[str]]:
+    """Which teachers' mean logits the jobs need, and on which splits: a student learns from its teacher's
+    transfer-set logits and is compared with its reference's test logits; nothing else of a teacher reaches it."""
+    out: dict[str, set[str]] = {}
+    for job in todo:
+        if job.teacher:
+            out.setdefault(job.teacher, set()).add("transfer")
+        if job.reference:
+            out.setdefault(job.reference, set()).add("test")
+    return out
+
+
+def given(job: Job, logits: dict[tuple[str, str], object]) -> tuple[object | None, object | None]:
+    """(what the job learns from, what it is compared with) of `logits` keyed as `uses` says; None where unused."""
+    return logits.get((job.teacher, "transfer")) if job.teacher else None, \
+        logits.get((job.reference, "test")) if job.reference else None
 
 
 def searched_cell(job: Job, searched: dict) -> StudentConfig:

@@ -1,5 +1,8 @@
 """Data and logits in the Ray object store once, read by every trial without a copy.
 
+The data go in as stored (uint8 images, fp16 features: `distill.data.Inputs`); each teacher's mean logits on
+each split go in as an object of their own, so a trial maps only the two it uses.
+
 Ray keeps numpy arrays in shared memory and `ray.get` maps them read-only into each worker: the tensors
 a trial sees are views of that one copy (`torch.from_numpy`), so N concurrent trials hold one data set.
 Nothing here writes to the shared tensors: `fit` only indexes them.
@@ -15,23 +18,33 @@ import numpy as np
 import ray
 import torch
 
-from distill.data import Splits, TransferSet
+from distill.data import Inputs, Splits, TransferSet
 
 
-def pack(splits: Splits, transfer: TransferSet, logits: dict[str, dict[str, torch.Tensor]] | None = None) -> dict:
-    """The splits, the transfer set and per-teacher per-member logits as numpy arrays (for the store)."""
-    arrays = {f.name: getattr(splits, f.name) for f in dataclasses.fields(Splits)}  # None fields stay None
+def arrays(t):
+    """A tensor, or the tensors of `Inputs`, as numpy arrays for the store (compact dtypes kept)."""
+    if isinstance(t, Inputs):
+        return {f.name: arrays(getattr(t, f.name)) for f in dataclasses.fields(Inputs)}
+    return t.cpu().numpy() if torch.is_tensor(t) else t
+
+
+def tensors(a, device: torch.device):
+    if isinstance(a, dict):
+        return Inputs(**{k: tensors(v, device) for k, v in a.items()})
+    return tensor(a, device) if isinstance(a, np.ndarray) else a
+
+
+def pack(splits: Splits, transfer: TransferSet) -> dict:
+    """The splits and the transfer set as numpy arrays (for the store), as compact as they are held."""
     # A transfer set that is the train inputs themselves (views=0) goes in once: x None means train_x.
     same = transfer.x is splits.train_x
-    payload = {"splits": {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in arrays.items()},
-               "transfer": {"x": None if same else transfer.x.cpu().numpy(), "source": transfer.source.cpu().numpy()},
-               "logits": {t: {s: v.numpy() for s, v in per.items()} for t, per in (logits or {}).items()}}
-    return payload
+    return {"splits": {f.name: arrays(getattr(splits, f.name)) for f in dataclasses.fields(Splits)},
+            "transfer": {"x": None if same else arrays(transfer.x), "source": arrays(transfer.source)}}
 
 
-def put(splits: Splits, transfer: TransferSet, logits: dict[str, dict[str, torch.Tensor]] | None = None):
+def put(splits: Splits, transfer: TransferSet):
     """One object-store copy of `pack(...)`."""
-    return ray.put(pack(splits, transfer, logits))
+    return ray.put(pack(splits, transfer))
 
 
 def tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -42,16 +55,25 @@ def tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.to(device)
 
 
-def get(ref, device: torch.device | str = "cpu"):
-    """(splits, transfer, logits) as tensors; on the CPU these are zero-copy views of the shared store."""
+def get(ref, device: torch.device | str = "cpu") -> tuple[Splits, TransferSet]:
+    """(splits, transfer); on the CPU these are zero-copy views of the shared store."""
     device = torch.device(device)
     payload = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
-    s = {k: tensor(v, device) if isinstance(v, np.ndarray) else v for k, v in payload["splits"].items()}
+    s = {k: tensors(v, device) for k, v in payload["splits"].items()}
     x = payload["transfer"]["x"]
-    transfer = TransferSet(x=s["train_x"] if x is None else tensor(x, device),
+    transfer = TransferSet(x=s["train_x"] if x is None else tensors(x, device),
                            source=tensor(payload["transfer"]["source"], device))
-    logits = {t: {s_: tensor(v, device) for s_, v in per.items()} for t, per in payload["logits"].items()}
-    return Splits(**s), transfer, logits
+    return Splits(**s), transfer
+
+
+def put_logits(logits: dict[tuple[str, str], torch.Tensor]) -> dict[tuple[str, str], ray.ObjectRef]:
+    """Each teacher's mean logits on each split in the store on its own, so that a trial fetches only its own."""
+    return {k: ray.put(v.numpy()) for k, v in logits.items()}
+
+
+def get_logits(refs: dict[tuple[str, str], ray.ObjectRef], keys, device: torch.device | str = "cpu") -> dict:
+    """The logits of `keys` only, as tensors on `device` (zero-copy views on the CPU)."""
+    return {k: tensor(ray.get(refs[k]), torch.device(device)) for k in keys}
 
 
 # Ray Train's controller collects worker reports every 2 s by default; every epoch's report waits on

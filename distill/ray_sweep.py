@@ -8,8 +8,9 @@ inside a grid; warm-started with the cell's finished trials after an interruptio
 
 Each trial is `distill.experiment.student_trial` in its own directory of the sweep's storage (local or a
 bucket), where a retry on any node finds its checkpoint and where it writes its row; Tune hears only each
-epoch's val error. The data, the transfer set and every teacher's per-member logits go into the object store
-once; trials read them as zero-copy views (`distill.ray_shared`).
+epoch's val error. The data and the transfer set go into the object store once, and each teacher's mean logits
+on each split as objects of their own; a trial reads its data and its two as zero-copy views
+(`distill.ray_shared`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from distill import cache, experiment, files, pipeline, ray_shared, ray_teachers
+from distill import experiment, files, pipeline, ray_shared, ray_teachers
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
@@ -51,18 +52,19 @@ class Executor:
 
     def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None:
         t0 = time.perf_counter()
-        ray_teachers.train_members(self.sweep, self.root, pending, self.data())
+        ray_teachers.train_members(self.sweep, self.root, pending, self.data(), self.log)
         self.log(f"teachers: trained {len(pending)} members in {time.perf_counter() - t0:.0f} s")
 
     def harvest(self, teacher: TeacherConfig) -> dict:
-        return ray_teachers.harvest(self.root, self.sweep.data, teacher, self.data())
+        return ray_teachers.harvest(self.root, self.sweep.data, teacher, self.splits, self.data())
 
-    def run_students(self, jobs: list[Job], per_member: dict, done: dict[str, list[dict]]) -> list[dict]:
+    def run_students(self, jobs: list[Job], logits: dict, done: dict[str, list[dict]]) -> list[dict]:
         sweep = self.sweep
-        ray_shared.init(self.address)
-        payload = ray_shared.pack(self.splits, self.transfer, per_member)  # with_parameters stores it once
+        data = self.data()
+        # Each teacher's mean logits per split as an object of its own: a trial fetches only the two it uses.
+        refs = ray_shared.put_logits(logits)
         trainable = tune.with_resources(
-            tune.with_parameters(student_trial, data=payload, jobs={j.id: j for j in jobs}, sweep=sweep,
+            tune.with_parameters(student_trial, data=data, logits=refs, jobs={j.id: j for j in jobs}, sweep=sweep,
                                  root=str(self.root)),
             {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
         storage, stamp = self.root / "ray", time.strftime("%Y%m%d-%H%M%S")
@@ -82,17 +84,19 @@ class Executor:
         return errored
 
 
-def student_trial(config: dict, data, jobs: dict[str, Job], sweep: SweepConfig, root: str) -> None:
-    """One student trial: the core's `student_trial` in its directory; each epoch's val error goes to Tune."""
+def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep: SweepConfig, root: str) -> None:
+    """One student trial: the core's `student_trial` in its directory; each epoch's val error goes to Tune.
+    `data`: the store's data payload; `logits`: {(teacher, split): object ref}, of which it fetches its own."""
     job, searched = jobs[config["job"]], sampled(config)
     cell = pipeline.searched_cell(job, searched)
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    splits, transfer, per_member = ray_shared.get(data, device)
-    members = {t.name: t.members for t in sweep.teachers}
+    splits, transfer = ray_shared.get(data, device)
+    mine = ray_shared.get_logits(logits, [k for k in ((job.teacher, "transfer"), (job.reference, "test")) if k[0]],
+                                 device)
+    teacher, reference = pipeline.given(job, mine)
     row = experiment.student_trial(
-        cell, splits, transfer, cache.teacher_logits(per_member, members, job.teacher),
-        cache.teacher_logits(per_member, members, job.reference), pipeline.trial_dir(root, job, searched),
+        cell, splits, transfer, teacher, reference, pipeline.trial_dir(root, job, searched),
         sweep.checkpoint_every, on_epoch=lambda m: tune.report({"val_error": m["val_error"], "epoch": m["epoch"]}))
     # Optuna needs a finite score for every finished trial: a diverged one counts as the worst (Tune only).
     tune.report({"val_error": row.get("val_error", 1.0), "status": row["status"]})

@@ -2,26 +2,24 @@
 
 Each member is its own Ray Train run (a TorchTrainer with `workers` data-parallel workers) that
 checkpoints every epoch and, when a worker dies, restarts from its last checkpoint. Members run
-concurrently as trials of one Ray Tune grid, so the cluster's free resources decide how many train at
-once (one GPU each on a GPU cluster). Which members are pending and which caches are stale is the
-pipeline's decision (`distill.pipeline`); the training itself is `distill.experiment`; this module only
-places them on the cluster.
+concurrently, each driven by a task that holds no resources, as many at once as the cluster's resources fit
+(one GPU each on a GPU cluster); the data reach the workers by reference, never inside the pickled
+`train_loop_config`. Harvests run one task per member, in parallel. Which members are pending and which
+caches are stale is the pipeline's decision (`distill.pipeline`); the training itself is `distill.experiment`;
+this module only places them on the cluster.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import ray
 import ray.train
 import torch
-from ray import tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from distill import cache, experiment, files, ray_shared
 from distill.config import DataConfig, SweepConfig, TeacherConfig
@@ -29,13 +27,15 @@ from distill.errors import UserError
 
 
 def member_loop(config: dict) -> None:
-    """One Ray Train worker of one member: shard, train (resuming from the last checkpoint), save."""
+    """One Ray Train worker of one member: shard, train (resuming from the last checkpoint), save.
+    `config["data"]` is a one-element list holding the data's object reference: a list, so that neither Ray
+    nor Train resolves it into the config that is pickled into the controller and every worker."""
     teacher: TeacherConfig = config["teacher"]
     index: int = config["index"]
     torch.set_num_threads(max(1, int(teacher.cpus_per_worker)))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    splits, transfer, _ = ray_shared.get(config["data"], get_device())
+    splits, transfer = ray_shared.get(config["data"][0], get_device())
     resume = None
     if (checkpoint := ray.train.get_checkpoint()) is not None:
         with checkpoint.as_directory() as d:
@@ -56,12 +56,13 @@ def member_loop(config: dict) -> None:
         cache.save_member(config["root"], config["data_config"], teacher, index, model, splits, result)
 
 
-def member_trial(config: dict, data, root: str, data_config: DataConfig, retries: int) -> None:
-    """A Tune trial that drives one member's TorchTrainer; its metrics stream to Tune.
-
-    The Ray Train run is named by the member's identity: a member retrained with other settings never resumes
-    from a checkpoint of the old ones."""
-    teacher, index = config["member"]
+@ray.remote(num_cpus=0)
+def member_run(teacher: TeacherConfig, index: int, data: list, root: str, data_config: DataConfig,
+               retries: int) -> None:
+    """Drive one member's TorchTrainer. Holds no resources (its Train controller holds none either), so a member
+    waiting on its workers never keeps them from starting; if its process dies, Ray runs it again and the Train
+    run, named by the member's identity, resumes from its last checkpoint (never from a checkpoint of other
+    settings)."""
     identity = files.digest(cache.member_identity(data_config, teacher, index))[:8]
     trainer = TorchTrainer(
         member_loop,
@@ -71,32 +72,41 @@ def member_trial(config: dict, data, root: str, data_config: DataConfig, retries
             resources_per_worker={"CPU": teacher.cpus_per_worker, "GPU": teacher.gpus_per_worker}),
         run_config=RunConfig(
             name=f"{teacher.name}-member-{index}-{identity}", storage_path=str(files.location(root) / "ray"),
-            failure_config=FailureConfig(max_failures=retries),
-            checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]))
+            failure_config=FailureConfig(max_failures=retries), checkpoint_config=CheckpointConfig(num_to_keep=1)))
     trainer.fit()
 
 
 def train_members(sweep: SweepConfig, root: files.Location, pending: list[tuple[TeacherConfig, int]], data,
-                  retries: int = 3) -> None:
-    """Train the pending members through Ray Train, as many at once as the cluster fits."""
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(member_trial, data=data, root=str(root), data_config=sweep.data,
-                                                 retries=retries),
-                            {"cpu": 0.01}),  # the trial only waits on its TorchTrainer, which holds resources
-        param_space={"member": tune.grid_search(pending)},
-        # Each waiting member trial is a process with torch loaded: do not start more than can train.
-        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.teacher_concurrency or concurrency(pending)),
-        run_config=tune.RunConfig(name=f"teachers-{int(time.time())}", storage_path=str(root / "ray"), verbose=1))
-    grid = tuner.fit()
-    failed = [str(r.error).splitlines()[0] for r in grid if r.error is not None]
+                  log: Callable[[str], None] = print, retries: int = 3) -> None:
+    """Train the pending members through Ray Train, as many at once as the cluster fits (`concurrency`, or the
+    sweep's teacher_concurrency): a member starts as soon as another finishes."""
+    limit = sweep.teacher_concurrency or concurrency(pending)
+    queue, running, failed, done = list(pending), {}, [], 0
+    while queue or running:
+        while queue and len(running) < limit:
+            teacher, i = queue.pop(0)
+            running[member_run.remote(teacher, i, [data], str(root), sweep.data, retries)] = (teacher, i)
+        finished, _ = ray.wait(list(running), num_returns=1)
+        teacher, i = running.pop(finished[0])
+        done += 1
+        try:
+            ray.get(finished[0])
+            log(f"teacher {teacher.name}[{i}]: trained ({done}/{len(pending)})")
+        except ray.exceptions.RayError as e:
+            failed.append(f"{teacher.name}[{i}]: {(str(e).strip().splitlines() or ['unknown error'])[-1]}")
+            log(f"teacher {failed[-1]} ({done}/{len(pending)})")
     if failed:
         raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
 
 
-def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfig, data) -> dict:
-    """Harvest `teacher` in a task with its members' resources (a GPU where members had one)."""
+def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfig, splits, data) -> dict:
+    """Harvest `teacher`'s members in parallel, each in a task with a member's resources (a GPU where members had
+    one), as many at once as the cluster fits; the driver then commits the chunks with the manifest."""
+    key = cache.expected_key(root, data_config, teacher)
     resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
-    return ray.get(harvest_task.options(**resources).remote(root, data_config, teacher, data))
+    chunks = ray.get([harvest_task.options(**resources).remote(root, data_config, teacher, i, key, [data])
+                      for i in range(teacher.members)])
+    return cache.publish(root, data_config, teacher, key, chunks, splits)
 
 
 def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
@@ -111,10 +121,10 @@ def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
 
 
 @ray.remote
-def harvest_task(root: files.Location, data_config, teacher: TeacherConfig, data) -> dict:
-    """Harvest on a worker with the member's resources (a GPU where members had one), not on the driver."""
+def harvest_task(root: files.Location, data_config, teacher: TeacherConfig, index: int, key: str, data: list) -> dict:
+    """Harvest one member on a worker with the member's resources, not on the driver."""
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
     # Ray reuses task processes: torch keeps the thread count of the first task the process ran.
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    splits, transfer, _ = ray_shared.get(data, device)
-    return cache.harvest(root, data_config, teacher, splits, transfer)
+    splits, transfer = ray_shared.get(data[0], device)
+    return cache.harvest_member(root, data_config, teacher, index, key, splits, transfer)

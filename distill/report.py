@@ -266,8 +266,8 @@ def write(results_dir: files.Where) -> files.Location:
           f"Produced by `python -m distill report {results_dir}` from `results.parquet`: {len(run.trials)} trials, "
           f"{len(frame)} kept (finished; per cell and seed the trial of lowest val error). Errors are test errors "
           "in %, mean ± sample std over seeds, (n) seeds; a teacher's member row pools its members instead. "
-          "Architectures and sizes are as the run recorded them; n/a: not recorded (an older run) or, for a "
-          "sub-ensemble's error, not in the teacher cache's manifest.", "", provenance(run), "",
+          "Architectures and sizes are as the run recorded them; n/a: not recorded (an older run).",
+          "", provenance(run), "",
           "## Tables", "", tables(frame, teachers), "", "## Capacity curves", ""]
     for t in names:
         path = root / f"capacity-{re.sub(r'[^A-Za-z0-9_]+', '-', t).strip('-') or 'labels'}.png"  # no [:] in files

@@ -1,4 +1,4 @@
-"""Speech logic for TIMIT in plain PyTorch: phone tables, features, frame targets, context, PER.
+"""Speech logic for TIMIT in plain PyTorch: phone tables, features, frame targets, PER.
 
 Frames: 25 ms Hamming windows every 10 ms (400 and 160 samples at 16 kHz), Kaldi's framing
 (`snip_edges`): frame t covers samples [160 t, 160 t + 400), so an utterance of S samples has
@@ -87,21 +87,6 @@ def frame_targets(segments: torch.Tensor, n_frames: int, states: torch.Tensor | 
         # floor(3 * (centre - begin) / (end - begin)), in integers: exact thirds, no rounding surprises.
         states = ((centre - begin).clamp_min(0) * STATES // (end - begin).clamp_min(1)).clamp(0, STATES - 1)
     return phone * STATES + states
-
-
-def stack_context(feats: torch.Tensor, lengths: torch.Tensor, context: int) -> torch.Tensor:
-    """Each frame with its +-`context` neighbours: (F, C, H) -> (F, C, H, 2 * context + 1).
-
-    feats holds the frames of several utterances back to back, `lengths` (U,) how many each has. Context
-    never crosses an utterance: past an utterance's first or last frame, that edge frame is repeated.
-    Column `context` of the last axis is the frame itself.
-    """
-    starts = torch.cumsum(lengths, 0) - lengths  # (U,)
-    start = torch.repeat_interleave(starts, lengths)  # (F,) first frame of each frame's utterance
-    last = start + torch.repeat_interleave(lengths, lengths) - 1  # (F,)
-    offsets = torch.arange(-context, context + 1)  # (W,)
-    index = (torch.arange(len(feats))[:, None] + offsets).clamp(start[:, None], last[:, None])  # (F, W)
-    return feats[index].permute(0, 2, 3, 1).contiguous()  # (F, W, C, H) -> (F, C, H, W)
 
 
 def phone_sequence(classes: torch.Tensor, fold_ids: torch.Tensor) -> list[int]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-import torch
-
 from distill.errors import UserError
 
 NAME = re.compile(r"^(?P<base>[A-Za-z0-9_-]+)(?:\[(?P<one>\d+)\]|\[:(?P<first>\d+)\])?$")
@@ -32,8 +30,3 @@ def parse(name: str, members: Mapping[str, int], known: Sequence[str] = ()) -> t
         raise UserError(f"teacher {name!r} asks for members {idx} but {m['base']!r} has {count}: "
                         f"use indices below {count}")
     return m["base"], idx
-
-
-def ensemble(per_member: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
-    """The mean of the chosen members' logits: (M, N, C) -> (N, C)."""
-    return per_member[list(idx)].mean(0)

@@ -52,6 +52,7 @@ class Fit:
     seconds: float
     history: list[dict]
     resumed_from: int = 0  # the epoch a checkpoint resumed from; 0 for a fresh run
+    started_at: float = 0.0  # Unix time this (last) run of `fit` began: when work ran, beside how long
 
 
 def optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -86,9 +87,11 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
         resume: dict | None = None) -> Fit:
     """Train `model` on (x, target) by `loss`, keep the state with the best val score, load it at the end.
 
-    x: (N, ...) inputs; target: (N, C) teacher logits or (N,) labels; val: (val_x, val_y) with labels.
+    x: N inputs, indexed per batch (`distill.data.Inputs`, or a tensor); target: (N, C) teacher logits (any float
+    dtype: fp16 in a compact store, converted per batch) or (N,) labels; val: (val_x, val_y) with labels.
     The val score is (error, cross-entropy): error first, cross-entropy breaks the frequent ties.
     """
+    started_at = time.time()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n, per_epoch = len(x), math.ceil(len(x) / config.batch_size)
@@ -115,7 +118,8 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
         model.train()
         total = torch.zeros((), device=x.device)
         for idx in torch.randperm(n, generator=gen).to(x.device).split(config.batch_size):
-            batch_loss = loss(model(x[idx]), target[idx])
+            t = target[idx]
+            batch_loss = loss(model(x[idx]), t.float() if t.is_floating_point() else t)
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
@@ -138,12 +142,13 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
             break
     model.load_state_dict(best["state"])
     return Fit(best_epoch=best["epoch"], epochs=len(history), best_val_error=best["score"][0],
-               seconds=elapsed, history=history, resumed_from=start_epoch)
+               seconds=elapsed, history=history, resumed_from=start_epoch, started_at=started_at)
 
 
 @torch.no_grad()
-def infer(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The logits (N, C) of a whole split, in eval mode, in batches of `batch_size`.
+def infer(model: nn.Module, x, batch_size: int = 1024, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The logits (N, C) of a whole split (`distill.data.Inputs` or a tensor), in eval mode, in batches of
+    `batch_size`; each batch's logits in `dtype` if given (fp16 for a compact logit cache), else as computed.
 
     Images (N, C, H, W) go through in channels-last layout, conv weights too, and the weights go back to
     their layout afterwards: oneDNN's NHWC convolutions ran the demo's CNN teacher about 2x faster on the
@@ -152,11 +157,15 @@ def infer(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Te
     """
     was_training = model.training
     model.eval()
-    nhwc = x.dim() == 4 and not isinstance(model, nn.parallel.DistributedDataParallel)
+    nhwc = len(x.shape) == 4 and not isinstance(model, nn.parallel.DistributedDataParallel)
     if nhwc:
         model.to(memory_format=torch.channels_last)  # only 4-D parameters (conv weights) change
     layout = torch.channels_last if nhwc else torch.contiguous_format
-    out = torch.cat([model(chunk.contiguous(memory_format=layout)) for chunk in x.split(batch_size)])
+    outs = []
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size].contiguous(memory_format=layout))
+        outs.append(out if dtype is None else out.to(dtype))
+    out = torch.cat(outs)
     if nhwc:
         model.to(memory_format=torch.contiguous_format)
     model.train(was_training)

@@ -8,8 +8,11 @@ Data:      462 training speakers (about 1.1M frames), the 50-speaker dev set for
            24-speaker core test set; 1,845 inputs per frame (123 features x 15 frames), 183 targets.
            The features (about 35 s of extraction: 43k frames/s on one core here) are cached under
            $DISTILL_CACHE/timit.
-           Memory: the stacked frames are 7.4 KB each, about 8 GB for train, held by the driver and once
-           in Ray's object store (and 0.8 GB of logits per member): plan 32 GB of host memory or more.
+           Memory: frames are stored once each in fp16 (246 bytes; 0.3 GB for train, dev and test) and get
+           their +-7 context per batch; a teacher's mean logits are 0.4 GB (fp16); the driver and the object
+           store hold one copy of each. A GPU student trial holds about 0.75 GB of data and logits on its GPU
+           plus its model state (H=400k, k=250: 174M parameters, 3.5 GB with Adam). BENCHMARKS.md, "Paper
+           scale", has the measured figures (synthetic frames of this size, bench/scale.py).
 Time:      not measured here (no GPU in the session that wrote it). Work: 10 teacher members x 20 epochs
            over 1.1M frames, then 4 widths x 2 targets = 8 students of up to 174M parameters (H=400k);
            plan on a GPU-day on one GPU, much less with a GPU per member and per student.

@@ -31,8 +31,8 @@ def digits():
 def unnormalise(s: distill.data.Splits, name: str, hi: float) -> torch.Tensor:
     """Raw pixels of one split, recovered without knowing the loader's statistics: train's raw pixels
     span exactly [0, hi] (background 0, full ink), so its normalised min/max give the affine map back."""
-    lo_n, hi_n = s.train_x.min().double(), s.train_x.max().double()
-    raw = (s.split(name)[0].double() - lo_n) * hi / (hi_n - lo_n)
+    lo_n, hi_n = s.train_x[:].min().double(), s.train_x[:].max().double()
+    raw = (s.split(name)[0][:].double() - lo_n) * hi / (hi_n - lo_n)
     # Only if this split was normalised with *train's* statistics do we get integers back.
     assert (raw - raw.round()).abs().max() < 1e-3
     return raw.round()
@@ -62,17 +62,17 @@ def test_mnist5k_classes_balanced_in_every_split(mnist):
 
 
 def test_mnist5k_normalised_with_train_statistics(mnist):
-    assert abs(mnist.train_x.mean()) < 1e-4 and abs(mnist.train_x.std() - 1) < 1e-4
+    assert abs(mnist.train_x[:].mean()) < 1e-4 and abs(mnist.train_x[:].std() - 1) < 1e-4
     # val/test are shifted by train's mean, not their own, so their means are close to but not 0.
     for name in ("val", "test"):
-        x = mnist.split(name)[0]
+        x = mnist.split(name)[0][:]
         assert 1e-4 < abs(x.mean()) < 0.2 and abs(x.std() - 1) < 0.2
 
 
 def test_mnist5k_seeded(mnist):
     again = distill.data.load("mnist5k", val_size=500, seed=0)
     for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
-        assert torch.equal(getattr(mnist, f), getattr(again, f)), f
+        assert torch.equal(getattr(mnist, f)[:], getattr(again, f)[:]), f
     other = distill.data.load("mnist5k", val_size=500, seed=1)
     assert rows(unnormalise(other, "val", 255), other.val_y) != rows(unnormalise(mnist, "val", 255), mnist.val_y)
 
@@ -110,42 +110,48 @@ def test_unknown_name_lists_available():
 
 # --- augment / transfer_set ----------------------------------------------------------------------
 
-def shifted(img: torch.Tensor, oy: int, ox: int) -> torch.Tensor:
-    """img (C, H, W) with its content moved by (oy, ox), zeros where nothing moved in."""
-    out, (_, h, w) = torch.zeros_like(img), img.shape
+def shifted(img: torch.Tensor, oy: int, ox: int, fill: float) -> torch.Tensor:
+    """img (C, H, W) with its content moved by (oy, ox), `fill` where nothing moved in."""
+    out, (_, h, w) = torch.full_like(img, fill), img.shape
     out[:, max(oy, 0):h + min(oy, 0), max(ox, 0):w + min(ox, 0)] = \
         img[:, max(-oy, 0):h + min(-oy, 0), max(-ox, 0):w + min(-ox, 0)]
     return out
 
 
-def matches(view: torch.Tensor, src: torch.Tensor, reach: int) -> set:
+def matches(view: torch.Tensor, src: torch.Tensor, reach: int, fill: float) -> set:
     """Every (flipped, oy, ox) within `reach` that turns src into exactly `view` (brute force)."""
     return {(f, oy, ox) for f in (False, True) for oy in range(-reach, reach + 1)
             for ox in range(-reach, reach + 1)
-            if torch.equal(view, shifted(src.flip(2) if f else src, oy, ox))}
+            if torch.equal(view, shifted(src.flip(2) if f else src, oy, ox, fill))}
 
 
 def test_transfer_set_layout_and_seed(digits):
     n = len(digits.train_x)
     t = distill.data.transfer_set(digits, views=3, shift=2, seed=0)
     assert t.x.shape == (n * 4, 1, 8, 8) and t.source.dtype == torch.int64
-    assert torch.equal(t.x[:n], digits.train_x)
+    assert t.x.stored.dtype == digits.train_x.stored.dtype  # views are stored as compactly as train
+    assert torch.equal(t.x[:n], digits.train_x[:])
     assert torch.equal(t.source, torch.arange(n).repeat(4))
-    assert torch.equal(t.x, distill.data.transfer_set(digits, views=3, shift=2, seed=0).x)
-    assert not torch.equal(t.x, distill.data.transfer_set(digits, views=3, shift=2, seed=1).x)
+    assert torch.equal(t.x[:], distill.data.transfer_set(digits, views=3, shift=2, seed=0).x[:])
+    assert not torch.equal(t.x[:], distill.data.transfer_set(digits, views=3, shift=2, seed=1).x[:])
     assert not torch.equal(t.x[n:2 * n], t.x[2 * n:3 * n])  # each view draws fresh offsets
 
 
 @pytest.mark.parametrize("flips", [False, True])
 def test_views_are_zero_padded_shifts(digits, flips):
-    small = dataclasses.replace(digits, train_x=digits.train_x[:20], train_y=digits.train_y[:20], flips=flips)
+    small = dataclasses.replace(digits, train_x=digits.train_x.take(torch.arange(20)), train_y=digits.train_y[:20],
+                                flips=flips)
     shift, n = 2, 20
     t = distill.data.transfer_set(small, views=2, shift=shift, seed=0)
+    x = small.train_x
+    # The padding is the train mean as stored (fp16 here): zero once normalised, but for its rounding.
+    fill = ((distill.data.pad_value(x).float() - x.mean) / x.std).item()
+    assert abs(fill) < 1e-3
     found = []
     for i in range(n, len(t.x)):
         # Search one pixel further than allowed: a match out there would mean a too-large shift.
         # Background pixels are not 0 after normalisation, so the padding pins the offset down.
-        m = matches(t.x[i], small.train_x[t.source[i]], shift + 1)
+        m = matches(t.x[i:i + 1][0], x[t.source[i:i + 1]][0], shift + 1, fill)
         assert m and all(max(abs(oy), abs(ox)) <= shift for _, oy, ox in m), (i, m)
         found.append(m)
     assert len({next(iter(m))[1:] for m in found}) > 5  # offsets vary, not all (0, 0)
@@ -198,7 +204,7 @@ def test_cifar10_round_trip(tmp_path, no_md5):
     # Which fixture image each train/val row is, without the loader's statistics: the first 8 values
     # of a row are red pixels, normalised by one increasing map, so sorting rows by them (lexicographic,
     # first pixel first) orders the normalised rows exactly as it orders the raw fixture images.
-    both = torch.cat([s.train_x, s.val_x]).flatten(1)
+    both = torch.cat([s.train_x[:], s.val_x[:]]).flatten(1)
     fixture_rank = np.lexsort(train_raw.reshape(100, -1)[:, :8].T[::-1])
     loaded_rank = np.lexsort(both[:, :8].numpy().T[::-1])
     index = np.empty(100, int)
@@ -210,7 +216,7 @@ def test_cifar10_round_trip(tmp_path, no_md5):
     for x, raw, y, lab in ((s.train_x, train_raw[train_idx], s.train_y, train_lab[train_idx]),
                            (s.val_x, train_raw[val_idx], s.val_y, train_lab[val_idx]),
                            (s.test_x, test_raw, s.test_y, test_lab)):
-        back = x.double() * std + mean  # CHW, as the fixture's R, G, B planes
+        back = x[:].double() * std + mean  # CHW, as the fixture's R, G, B planes
         assert (back - torch.from_numpy(raw).double()).abs().max() < 0.01
         assert torch.equal(y, torch.from_numpy(lab))
 
@@ -228,3 +234,14 @@ def test_cifar10_missing_is_one_line_user_error(tmp_path, monkeypatch):
     msg = str(e.value)
     assert calls, "the loader should try torchvision's download before giving up"
     assert "\n" not in msg and "cifar10" in msg and "cifar-10-batches-py" in msg and str(tmp_path) in msg
+
+
+def test_compact_store_holds_uint8_images_and_batches_them_exactly(mnist):
+    full = distill.data.load("mnist5k", val_size=500, seed=0, compact=False)
+    assert mnist.train_x.stored.dtype == torch.uint8 and full.train_x.stored.dtype == torch.float32
+    assert full.train_x.nbytes > 3.9 * mnist.train_x.nbytes  # a quarter of the bytes
+    for f in ("train_x", "val_x", "test_x"):  # normalised per batch, the same values as from fp32
+        torch.testing.assert_close(getattr(mnist, f)[:], getattr(full, f)[:], rtol=0, atol=1e-6)
+    index = torch.tensor([7, 0, 3499, 7])
+    assert torch.equal(mnist.train_x[index], mnist.train_x[:][index])  # any order, repeats
+    assert torch.equal(mnist.train_x.take(index)[1:3], mnist.train_x[:][index[1:3]])

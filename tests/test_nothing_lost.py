@@ -1,6 +1,7 @@
 """Nothing half-written is trusted: writes are atomic, and the file written last (result.json for a member,
 the manifest for a logit cache) is what marks the work done, on local disk and in object storage."""
 
+import dataclasses
 import errno
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from distill import cache, experiment, files, local, pipeline, results
 from distill.__main__ import main
@@ -84,12 +86,49 @@ def test_interrupted_member_and_harvest_are_redone_not_trusted(storage):
     logs.clear()
     pipeline.teachers(SWEEP, storage, executor, logs.append)
     assert any("t[0]: test error" in line for line in logs) and any("inputs cached" in line for line in logs)
-    assert cache.load(storage, SWEEP.data, TEACHER)["test"].shape[0] == 1
+    assert cache.mean_logits(storage, SWEEP.data, TEACHER, [0], "test").shape == (len(splits.test_y), 10)
 
     # A damaged member file is refused with the fix, not silently used.
     (member / "model.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="damaged"):
         cache.member_result(storage, SWEEP.data, TEACHER, 0)
+
+
+def test_chunked_cache_killed_mid_write_keeps_the_old_cache_or_none(storage, monkeypatch):
+    two = dataclasses.replace(TEACHER, members=2)
+    sweep = dataclasses.replace(SWEEP, teachers=(two,))
+    splits, transfer = experiment.prepare(sweep.data)
+    pipeline.teachers(sweep, storage, local.Executor(sweep, storage, splits, transfer, print), print)
+    old = cache.expected_key(storage, sweep.data, two)
+    before = cache.mean_logits(storage, sweep.data, two, [0, 1], "test", old)
+    # Retrained members (another epoch count) make a new key; their harvest dies after 3 of its 6 chunks.
+    again = dataclasses.replace(two, train=dataclasses.replace(two.train, epochs=2))
+    sweep = dataclasses.replace(sweep, teachers=(again,))
+    executor = local.Executor(sweep, storage, splits, transfer, print)
+    real, written = files.write_bytes, []
+
+    def dies(path, payload):
+        if "/cache/t-" in str(path):
+            if len(written) == 3:
+                raise KeyboardInterrupt  # a kill: nothing after this runs
+            written.append(str(path))
+        real(path, payload)
+
+    monkeypatch.setattr(files, "write_bytes", dies)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.teachers(sweep, storage, executor, print)
+    monkeypatch.setattr(files, "write_bytes", real)
+    new = cache.expected_key(storage, sweep.data, again)
+    assert new != old and not cache.cached(storage, sweep.data, again, new)
+    # The old cache is whole: its manifest and every chunk it names, verified.
+    assert torch.equal(cache.mean_logits(storage, sweep.data, two, [0, 1], "test", old), before)
+    with pytest.raises(UserError, match="another data set, transfer recipe or set of members"):
+        cache.mean_logits(storage, sweep.data, again, [0, 1], "test", new)
+    pipeline.teachers(sweep, storage, executor, print)  # redone
+    assert cache.cached(storage, sweep.data, again, new)
+    assert not torch.equal(cache.mean_logits(storage, sweep.data, again, [0, 1], "test", new), before)
+    folder = cache.cache_paths(storage, "t")[0]
+    assert [p.name for p in folder.glob("t-*")] == [f"t-{new[:16]}"]  # the old key's chunks are gone
 
 
 LOCAL_SWEEP = """

@@ -17,8 +17,9 @@ from distill.train import TrainConfig
 
 pytestmark = pytest.mark.ray
 EPOCHS = 30  # about 0.3 s each: long enough to kill the workers mid-training
+# One CPU per worker: on the 2-CPU instance both members' workers fit only if nothing else holds a CPU.
 TEACHER = TeacherConfig(name="ecnn", arch="cnn", members=2, arch_args={"channels": (8,), "hidden": (32,), "kernel": 3},
-                        train=TrainConfig(lr=0.05, batch_size=32, epochs=EPOCHS))
+                        train=TrainConfig(lr=0.05, batch_size=32, epochs=EPOCHS), cpus_per_worker=1)
 SWEEP = SweepConfig(name="teachers-test", data=DataConfig(name="digits", val_size=200, views=3), teachers=(TEACHER,))
 
 
@@ -26,7 +27,10 @@ def registered_checkpoint(run: Path) -> bool:
     """Whether Ray Train has registered a checkpoint of this run (a folder on disk alone is not enough:
     the controller collects reports every few seconds, and a restart resumes from registered ones only)."""
     snapshot = run / "checkpoint_manager_snapshot.json"
-    return snapshot.exists() and json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+    try:
+        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+    except (FileNotFoundError, json.JSONDecodeError):  # not yet written, or caught mid-write (Ray does not rename)
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,13 @@ def test_ensemble_finishes_after_a_worker_is_killed(trained):
     assert len(manifest["members"]) == 2
 
 
+def test_two_members_train_at_once_on_two_cpus(trained):
+    root = trained[0]
+    (a, b) = [cache.member_result(root, SWEEP.data, TEACHER, i)[0] for i in range(2)]
+    # Each member's (last) run of fit, from its start to its result: the two intervals overlap.
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], (a, b)
+
+
 def test_second_run_retrains_and_reharvests_nothing(trained):
     root, splits, transfer, _, _ = trained
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "ray" not in p.parts}
@@ -77,23 +88,25 @@ def test_second_run_retrains_and_reharvests_nothing(trained):
 
 def test_corrupt_cache_is_refused(trained):
     root = trained[0]
-    pt = root / "cache" / "ecnn.pt"
-    original = pt.read_bytes()
+    manifest = cache.files.read_json(root / "cache" / "ecnn.json")
+    chunk = root / "cache" / manifest["chunks"][1]["transfer"]["file"]  # harvested by its own task
+    original = chunk.read_bytes()
     try:
-        pt.write_bytes(original[:-10] + bytes(10))
+        chunk.write_bytes(original[:-10] + bytes(10))
         with pytest.raises(UserError, match="corrupt") as e:
-            cache.load(root, SWEEP.data, TEACHER)
+            cache.mean_logits(root, SWEEP.data, TEACHER, [0, 1], "transfer")
         assert "\n" not in str(e.value)
     finally:
-        pt.write_bytes(original)
-    assert cache.load(root, SWEEP.data, TEACHER)["test"].shape[0] == 2
+        chunk.write_bytes(original)
+    mean = cache.mean_logits(root, SWEEP.data, TEACHER, [0, 1], "transfer")
+    assert mean.shape == (manifest["shapes"]["transfer"][1], 10)
 
 
 def test_mismatched_cache_is_refused(trained):
     root = trained[0]
     other = dataclasses.replace(SWEEP.data, views=4)  # another transfer recipe: the cache must not be trusted
     with pytest.raises(UserError, match=r"trained with other settings \(data.views changed\)"):
-        cache.load(root, other, TEACHER)
+        cache.mean_logits(root, other, TEACHER, [0], "test")
 
 
 def test_member_trains_data_parallel_on_two_workers(ray_local, tmp_path):
@@ -105,4 +118,4 @@ def test_member_trains_data_parallel_on_two_workers(ray_local, tmp_path):
     result, _ = cache.member_result(tmp_path, sweep.data, teacher, 0)
     assert result["epochs"] == 3 and result["test_error"] < 0.2
     # The saved weights are the plain model's (no DDP "module." prefix): the harvest could load them.
-    assert cache.load(tmp_path, sweep.data, teacher)["test"].shape == (1, len(splits.test_y), 10)
+    assert cache.mean_logits(tmp_path, sweep.data, teacher, [0], "test").shape == (len(splits.test_y), 10)

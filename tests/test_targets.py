@@ -17,8 +17,9 @@ def prepared():
     splits, transfer = experiment.prepare(DATA)
     torch.manual_seed(0)
     # A stand-in teacher that is right on every input: its logits are a scaled one-hot of the true label.
-    logits = 8.0 * torch.nn.functional.one_hot(splits.train_y[transfer.source], splits.classes).float()
-    return splits, transfer, {"transfer": logits}
+    # fp16, as a compact logit cache holds them: fit converts each batch.
+    logits = 8.0 * torch.nn.functional.one_hot(splits.train_y[transfer.source], splits.classes).half()
+    return splits, transfer, logits
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -28,7 +29,7 @@ def test_each_target_learns_from_what_its_entry_says(name, prepared):
                          train=TrainConfig(optimizer="adam", lr=3e-3, epochs=6))
     x, y, loss = experiment.student_task(cell, splits, transfer, teacher if needs_teacher(name) else None)
     assert len(x) == (len(splits.train_x) if TARGETS[name].inputs == "train" else len(transfer.x))
-    assert y.dtype == (torch.float32 if TARGETS[name].teacher else torch.int64)
+    assert y.dtype == (torch.float16 if TARGETS[name].teacher else torch.int64)
     row = experiment.run_student(cell, splits, transfer, teacher if needs_teacher(name) else None, None)
     assert row["status"] == "ok" and row["test_error"] < 0.3  # 10 classes: chance is 0.9
 
@@ -38,7 +39,7 @@ def test_prob_l2_target_is_the_loss_on_probabilities(prepared):
     cell = StudentConfig(hidden=8, target="prob-l2", teacher="t")
     _, z, loss = experiment.student_task(cell, splits, transfer, teacher)
     out = torch.randn(5, splits.classes)
-    assert loss(out, z[:5]).item() == pytest.approx(losses.prob_l2(out, z[:5]).item())
+    assert loss(out, z[:5].float()).item() == pytest.approx(losses.prob_l2(out, z[:5].float()).item())
 
 
 def test_a_teacher_target_without_logits_is_one_line():

@@ -143,27 +143,54 @@ def test_load_layout_and_global_normalisation(corpus, raw):
     for split, x, y in (("train", raw.train_x, raw.train_y), ("val", raw.val_x, raw.val_y),
                         ("test", raw.test_x, raw.test_y)):
         frames = [speech.frames(sf.info(u.wav).frames) for u in found[split]]
-        assert x.shape == (sum(frames), 3, 41, 15) and x[0].numel() == 1845 and y.shape == (sum(frames),)
+        # Each frame once: the +-7 context is gathered per batch, never stacked for a whole split.
+        assert x.shape == (sum(frames), 3, 41) and y.shape == (sum(frames),)
+        assert getattr(raw, f"{split}_lengths").tolist() == frames
         assert y.dtype == torch.int64 and 0 <= y.min() and y.max() < 183
-    assert raw.val_lengths.tolist() == [speech.frames(sf.info(u.wav).frames) for u in found["val"]]
-    assert raw.classes == 183 and raw.fold.shape == (183,)
-    # One mean and std per feature, from the train frames only: the centre column of train is standardised.
-    centre = raw.train_x[..., 7]  # (N, 3, 41)
-    assert centre.mean(0).abs().max() < 1e-4 and (centre.std(0) - 1).abs().max() < 1e-4
-    # The same numbers by hand: a test frame's column 7 is its own features, normalised with train's statistics.
+    assert raw.classes == 183 and raw.fold.shape == (183,) and raw.context == 7
+    # One mean and std per feature, from the train frames only: train is standardised.
+    assert raw.train_x.mean(0).abs().max() < 1e-4 and (raw.train_x.std(0) - 1).abs().max() < 1e-4
+    # The same numbers by hand: a test frame is its own features, normalised with train's statistics.
     train = torch.cat([speech.features(timit.read(u)[0]) for u in found["train"]])
     first = speech.features(timit.read(found["test"][0])[0])
-    torch.testing.assert_close(raw.test_x[5, ..., 7], (first[5] - train.mean(0)) / train.std(0))
-    torch.testing.assert_close(raw.test_x[5, ..., 0], (first[0] - train.mean(0)) / train.std(0))  # 5 - 7 < 0
+    torch.testing.assert_close(raw.test_x[5], (first[5] - train.mean(0)) / train.std(0))
 
 
-def test_context_stacks_within_utterances_repeating_edges():
-    feats = torch.arange(5.0)[:, None, None].expand(5, 1, 2)  # frame i holds i
-    out = speech.stack_context(feats, torch.tensor([3, 2]), context=2)
-    assert out.shape == (5, 1, 2, 5)
-    assert out[:, 0, 0].tolist() == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 2], [0, 1, 2, 2, 2],  # utterance 1
-                                     [3, 3, 3, 4, 4], [3, 3, 4, 4, 4]]  # utterance 2 never sees utterance 1
-    assert torch.equal(speech.stack_context(feats, torch.tensor([5]), context=0)[..., 0], feats)
+def stacked(feats: torch.Tensor, lengths: torch.Tensor, context: int) -> torch.Tensor:
+    """The obvious way: every frame (F, C, H) with its +-context neighbours, clamped within its utterance, as
+    (F, C, H, 2 * context + 1): what the model sees, built here for a whole split (the loader never does)."""
+    out, start = [], 0
+    for n in lengths.tolist():
+        for t in range(n):
+            out.append(torch.stack([feats[start + min(max(t + o, 0), n - 1)] for o in range(-context, context + 1)],
+                                   -1))
+        start += n
+    return torch.stack(out)
+
+
+def test_context_is_gathered_within_utterances_repeating_edges():
+    feats = torch.arange(5.0)[:, None, None].expand(5, 1, 2).contiguous()  # frame i holds i
+    lengths = torch.tensor([3, 2])
+    x = distill.data.Inputs(feats, torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), 2,
+                            distill.data.utterance_bounds(lengths))
+    assert x.shape == (5, 1, 2, 5)
+    assert x[:][:, 0, 0].tolist() == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 2], [0, 1, 2, 2, 2],  # utterance 1
+                                      [3, 3, 3, 4, 4], [3, 3, 4, 4, 4]]  # utterance 2 never sees utterance 1
+    assert torch.equal(x[:], stacked(feats, lengths, 2))
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_per_batch_context_equals_the_stacked_context(corpus, raw, compact):
+    splits = distill.data.load("timit", str(corpus[0]), compact=compact)
+    for split in ("train", "val", "test"):
+        x = splits.split(split)[0]
+        assert x.stored.shape == getattr(raw, f"{split}_x").shape  # stored once per frame
+        assert x.stored.dtype == (torch.float16 if compact else torch.float32)
+        feats = getattr(raw, f"{split}_x").to(x.stored.dtype).float()  # what the store holds, as fp32
+        want = (stacked(feats, getattr(raw, f"{split}_lengths"), 7) - x.mean) / x.std
+        index = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:300]
+        assert torch.equal(x[index], want[index]) and torch.equal(x[:], want)
+    assert splits.shape == (3, 41, 15)
 
 
 # --- targets, folding, scoring -------------------------------------------------------------------
@@ -268,9 +295,10 @@ def test_splits_carry_the_dev_set_lengths_and_fold_through_the_object_store(corp
     assert splits.shape == (3, 41, 7) and splits.val_lengths.sum() == len(splits.val_x)
     transfer = distill.data.transfer_set(splits, views=0)
     assert transfer.x is splits.train_x and torch.equal(transfer.source, torch.arange(len(splits.train_x)))
-    again, back, _ = ray_shared.get(ray_shared.pack(splits, transfer))
+    again, back = ray_shared.get(ray_shared.pack(splits, transfer))
     assert back.x is again.train_x and torch.equal(again.fold, splits.fold)
-    assert torch.equal(again.test_lengths, splits.test_lengths) and torch.equal(again.val_x, splits.val_x)
+    assert torch.equal(again.test_lengths, splits.test_lengths) and torch.equal(again.val_x[:], splits.val_x[:])
+    assert again.val_x.stored.dtype == torch.float16 and again.val_x.context == 3
     images = distill.data.load("digits", val_size=100)
     assert images.val_lengths is None and images.fold is None
     assert ray_shared.get(ray_shared.pack(images, distill.data.transfer_set(images, 1)))[0].fold is None

@@ -59,12 +59,14 @@ def test_crafted_logit_cache_is_refused_even_with_a_matching_hash(tmp_path):
     sweep = dataclasses.replace(SWEEP, teachers=(teacher,))
     splits, transfer = experiment.prepare(sweep.data)
     pipeline.teachers(sweep, tmp_path, local.Executor(sweep, tmp_path, splits, transfer, print), print)
-    pt, manifest_path = cache.cache_paths(tmp_path, "t")
-    payload = crafted(tmp_path / "ran")
-    pt.write_bytes(payload)
-    files.write_json(manifest_path, {**files.read_json(manifest_path), "sha256": files.sha256(payload)})
+    folder, manifest_path = cache.cache_paths(tmp_path, "t")
+    manifest, payload = files.read_json(manifest_path), crafted(tmp_path / "ran")
+    chunk = manifest["chunks"][0]["transfer"]
+    (folder / chunk["file"]).write_bytes(payload)
+    chunk["sha256"] = files.sha256(payload)
+    files.write_json(manifest_path, manifest)
     with pytest.raises(UserError, match="refused to load"):
-        cache.load(tmp_path, sweep.data, teacher)
+        cache.mean_logits(tmp_path, sweep.data, teacher, [0], "transfer")
     assert not (tmp_path / "ran").exists()
 
 

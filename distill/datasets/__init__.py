@@ -15,7 +15,8 @@ import torch
 
 @dataclass(frozen=True)
 class Raw:
-    """What a data-set module returns: uint8/float images NCHW and int64 labels, before any split.
+    """What a data-set module returns: uint8/float images NCHW (or speech frames, see `context`) and int64
+    labels, before any split.
 
     `test_x` is None when the data set has no official test split (then one is carved out); `val_x` is
     None when it has no official val split (then val is carved out of train). Speech data sets also give
@@ -33,6 +34,10 @@ class Raw:
     val_y: torch.Tensor | None = None
     val_lengths: torch.Tensor | None = None  # (U,) int64 frames per utterance, in order; None for images
     test_lengths: torch.Tensor | None = None
+    train_lengths: torch.Tensor | None = None
+    # Speech: x holds each frame once (F, C, H), and the model sees it with `context` frames each side, gathered
+    # per batch within its utterance (distill.data.Inputs); then every split must give its lengths.
+    context: int = 0
     fold: torch.Tensor | None = None  # (classes,) int64 class -> scored label (-1: not scored); None for images
 
 

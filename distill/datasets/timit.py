@@ -7,9 +7,10 @@ dropped everywhere: train = every TRAIN speaker (462), val = the 50-speaker dev 
 
 Each example is one 10 ms frame as an image (3, 41, 2c+1): channels static / delta / delta-delta,
 height log energy + 40 log mel bands, width the frame and its +-c neighbours (c = 7: 15 frames, 1,845
-inputs when flattened; the 2-D `cnn` convolves over frequency x time). Features are normalised with one
-global mean and standard deviation per feature (123 of them) over all training frames, before stacking
-(`distill.data.load`'s per-channel standardisation then changes them by almost nothing). Labels are the
+inputs when flattened; the 2-D `cnn` convolves over frequency x time). Frames are kept once each and the
+context is gathered per batch (`distill.data.Inputs`). Features are normalised with one global mean and
+standard deviation per feature (123 of them) over all training frames (`distill.data.load`'s per-channel
+standardisation then changes them by almost nothing). Labels are the
 183 phone-state classes of `distill.speech`.
 
 Extraction is the slow part, so its result per split is cached under $DISTILL_CACHE/timit (default
@@ -170,7 +171,8 @@ def cached_extract(root: str | Path, split: str, utts: list[Utterance]) -> dict[
 
 def load(root: str | None = None, context: int = CONTEXT) -> Raw:
     """Train (TRAIN), val (dev set) and test (core test set) frames of the TIMIT copy at `root`
-    (default $DISTILL_DATA/TIMIT), each frame stacked with +-`context` neighbours: (N, 3, 41, 2c+1)."""
+    (default $DISTILL_DATA/TIMIT), each frame once, (F, 3, 41); the model sees it with +-`context` neighbours
+    within its utterance, gathered per batch (`distill.data.Inputs`): (3, 41, 2c+1)."""
     root = Path(root or Path(default_root()) / "TIMIT").expanduser()
     if context < 0:
         raise UserError(f"timit context={context} must be >= 0 (frames each side of the centre frame)")
@@ -179,9 +181,11 @@ def load(root: str | None = None, context: int = CONTEXT) -> Raw:
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)  # (3, 41): one per feature, train frames only
 
     def frames(split: str) -> torch.Tensor:
-        return speech.stack_context((data[split]["feats"] - mean) / std, data[split]["lengths"], context)
+        # Normalised here, before the store rounds to fp16: raw log energies near 20 would keep 2 decimals.
+        return (data[split]["feats"] - mean) / std
 
     return Raw(train_x=frames("train"), train_y=data["train"]["targets"], test_x=frames("test"),
                test_y=data["test"]["targets"], classes=speech.CLASSES, flips=False, val_x=frames("val"),
                val_y=data["val"]["targets"], val_lengths=data["val"]["lengths"],
-               test_lengths=data["test"]["lengths"], fold=speech.fold_table())
+               test_lengths=data["test"]["lengths"], train_lengths=data["train"]["lengths"], context=context,
+               fold=speech.fold_table())
