@@ -66,6 +66,6 @@ def sweep_students(sweep: SweepConfig, root, splits: Splits, transfer: TransferS
     from distill import pipeline, ray_sweep
 
     jobs = pipeline.jobs(sweep, root, keys={t.name: "given" for t in sweep.teachers})
-    errored = ray_sweep.Executor(sweep, root, splits, transfer, log).run_students(jobs, logits,
-                                                                                 {j.id: [] for j in jobs})
+    errored = ray_sweep.Executor(sweep, root, splits, transfer, log).run_students(
+        jobs, logits, {j.id: [] for j in jobs}, sweep.search.samples > 1)
     return pd.DataFrame([r for j in jobs for r in pipeline.finished(root, j, sweep.search.samples > 1)] + errored)

@@ -69,22 +69,26 @@ class Peak:
             time.sleep(1.0)
 
 
-def fake_cache(root, data_config: DataConfig, splits, transfer, key: str) -> None:
-    """A 9-member logit cache of random fp16 logits in the real layout (chunks then manifest)."""
+def fake_cache(root, data_config: DataConfig, splits, transfer, key: str) -> list[dict]:
+    """A 9-member logit cache of random fp16 logits in the real layout (chunks, each member's record, manifest);
+    returns the stand-in member results it was published with."""
     gen = torch.Generator().manual_seed(0)
     sizes = {"transfer": len(transfer.x), "val": len(splits.val_x), "test": len(splits.test_x)}
-    chunks = []
+    folder, members = cache.cache_paths(root, TEACHER.name)[0], []
     for i in range(TEACHER.members):
-        mine = {}
+        sha = files.sha256(f"synthetic member {i}".encode())
+        chunks = {}
         for split, n in sizes.items():
             logits = torch.randn(n, splits.classes, generator=gen).half()
-            payload = files.torch_bytes({"key": key, "index": i, "split": split, "logits": logits})
-            name = f"member-{i}-{split}.pt"
-            files.write_bytes(cache.chunk_dir(root, TEACHER.name, key) / name, payload)
-            mine[split] = {"file": f"{cache.chunk_dir(root, TEACHER.name, key).name}/{name}",
-                           "sha256": files.sha256(payload), "shape": list(logits.shape)}
-        chunks.append(mine)
-    cache.publish(root, data_config, TEACHER, key, chunks, splits)
+            payload = files.torch_bytes({"member": sha, "data": files.digest(cache.data_identity(data_config)),
+                                         "index": i, "split": split, "logits": logits})
+            files.write_bytes(folder / cache.chunk_name(i, sha, split), payload)
+            chunks[split] = {"file": cache.chunk_name(i, sha, split), "sha256": files.sha256(payload),
+                             "shape": list(logits.shape), "member": sha}
+        files.write_json(folder / cache.chunk_name(i, sha), chunks)
+        members.append({"sha256": sha})
+    cache.publish(root, data_config, TEACHER, key, members, splits)
+    return members
 
 
 def one(frames: int) -> dict:
@@ -102,10 +106,11 @@ def one(frames: int) -> dict:
                         student=STUDENT, cpus_per_trial=1, search=SearchConfig(samples=1, concurrency=2))
     ray_shared.init(num_cpus=2)
     peak.phase, phase = peak.total(), time.time()  # the student phase starts: data prepared, Ray up
+    driver_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
     jobs = pipeline.jobs(sweep, root, keys={TEACHER.name: key})
     logits = cache.teacher_logits(root, data_config, sweep.teachers, pipeline.uses(jobs), {TEACHER.name: key})
     executor = ray_sweep.Executor(sweep, root, splits, transfer, print)
-    errored = executor.run_students(jobs, logits, {j.id: [] for j in jobs})
+    errored = executor.run_students(jobs, logits, {j.id: [] for j in jobs}, False)
     rows = [r for j in jobs for r in pipeline.finished(root, j, False)] + errored
     assert rows and all(r["status"] == "ok" for r in rows), rows
     peak.stop = True
@@ -114,7 +119,8 @@ def one(frames: int) -> dict:
     files.remove_tree(root)
     first = min(r["started_at"] for r in rows)
     return {"frames": frames, "transfer": len(transfer.x), "val": len(splits.val_x), "test": len(splits.test_x),
-            "prepare_seconds": prepared, "driver_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            "prepare_seconds": prepared, "driver_peak_rss_before_phase_gb": driver_before,
+            "driver_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             * 1024 / GB, "all_processes_peak_gb": peak.peak / GB, "student_phase_peak_gb": peak.phase / GB,
             "store_gb": store / GB, "data_gb": data_bytes / GB,
             "trial_private_gb": [r["trial_private_mib"] * 2**20 / GB for r in rows],

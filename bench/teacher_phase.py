@@ -2,10 +2,11 @@
 earlier commit's, one after the other in one run, each on a fresh local Ray and a fresh storage directory.
 
 Command:   .venv/bin/python bench/teacher_phase.py [--before 894cf22]     (about 12 minutes on 2 idle cores)
-Measures:  wall seconds of `python -m distill teachers sweeps/demo.py` for each code version (the earlier one
-           from a git worktree, imported through PYTHONPATH, which Ray's workers inherit), the members' test
-           errors, and how many members trained at once (from their results' start and end times, where
-           recorded). Target (issue 15): this tree's time at most 0.6 of the earlier commit's on 2 CPUs.
+Measures:  wall seconds of `python -m distill teachers sweeps/demo.py` (the earlier commit's sweep file, 9 CNN
+           members, for both) for each code version (the earlier one from a git worktree, imported through
+           PYTHONPATH, which Ray's workers inherit), the members' test errors, and how many members trained at once
+           (from their results' start and end times, where recorded).
+           Target (issue 15): this tree's time at most 0.6 of the earlier commit's on 2 CPUs.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from common import arguments, load, save
 REPO = Path(__file__).resolve().parents[1]
 
 
-def phase(code: Path, storage: Path) -> dict:
+def phase(code: Path, sweep: Path, storage: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     env.pop("RAY_ADDRESS", None)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "distill", "teachers", "sweeps/demo.py", "--storage", str(storage)],
+    done = subprocess.run([sys.executable, "-m", "distill", "teachers", str(sweep), "--storage", str(storage)],
                           cwd=code, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode:
@@ -49,8 +50,10 @@ def main() -> None:
     subprocess.run(["git", "worktree", "add", "--detach", str(old), args.before], cwd=REPO, check=True,
                    capture_output=True)
     try:
-        before = phase(old, Path(tempfile.mkdtemp(prefix="distill-teachers-before-")))
-        after = phase(REPO, Path(tempfile.mkdtemp(prefix="distill-teachers-after-")))
+        # Both run the earlier commit's demo sweep (9 CNN members): the same work, two code versions.
+        sweep = old / "sweeps" / "demo.py"
+        before = phase(old, sweep, Path(tempfile.mkdtemp(prefix="distill-teachers-before-")))
+        after = phase(REPO, sweep, Path(tempfile.mkdtemp(prefix="distill-teachers-after-")))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
     ratio = after["seconds"] / before["seconds"]

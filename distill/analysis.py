@@ -22,8 +22,8 @@ from scipy import stats
 from distill import cache, files, results
 from distill.teachers import parse
 
-CELL = ["hidden", "bottleneck", "target", "teacher", "seed"]  # one trial per cell after `select`
-GROUP = ["target", "teacher", "hidden", "bottleneck"]  # a cell over its seeds
+CELL = ["arch", "hidden", "bottleneck", "target", "teacher", "seed"]  # one trial per cell after `select`
+GROUP = ["target", "teacher", "arch", "hidden", "bottleneck"]  # a cell over its seeds
 TEACHER_COLUMNS = ["teacher", "base", "kind", "members", "index", "test_error", "val_error", "params",
                    "hidden_units", "arch", "architecture"]
 
@@ -140,33 +140,62 @@ def references(teachers: pd.DataFrame, teacher: str) -> tuple[pd.DataFrame, pd.D
     return (members if len(idx) > 1 else members.iloc[:0]), own
 
 
-def fit(frame: pd.DataFrame, family: str, teacher: str | None = None, level: float = 0.95) -> dict:
-    """Ordinary least squares of test_error = a + b * log10(params) over the seed-level rows (`select`'s: one per
-    cell and seed) of one target family, optionally of one teacher; all its cells, with and without bottleneck,
-    since #params is the x. a_lo..a_hi and b_lo..b_hi are `level` confidence intervals from the t distribution
-    with n - 2 degrees of freedom (NaN with fewer than 3 rows); s is the residual standard deviation."""
-    rows = frame[frame["target"] == family]
-    rows = rows if teacher is None else rows[rows["teacher"] == teacher]
-    rows = rows.dropna(subset=["params", "test_error"])
-    x, y = np.log10(rows["params"].to_numpy(float)), rows["test_error"].to_numpy(float)
+def ols(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict:
+    """Ordinary least squares y = a + b x: a, b, their `level` intervals from the t distribution with n - 2
+    degrees of freedom (NaN with fewer than 3 points), s (residual std), rmse, x_mean, sxx, and `reason` when
+    no line or no interval could be had."""
     n, dof = len(x), len(x) - 2
-    out = dict(family=family, teacher=teacher, cells=len(rows.drop_duplicates(GROUP)), n=n,
-               dof=dof, level=level, params_min=float(rows["params"].min()), params_max=float(rows["params"].max()),
-               a=np.nan, b=np.nan, a_lo=np.nan, a_hi=np.nan, b_lo=np.nan, b_hi=np.nan, s=np.nan, rmse=np.nan,
-               x_mean=np.nan, sxx=np.nan, reason="")
+    out = dict(n=n, dof=dof, level=level, a=np.nan, b=np.nan, a_lo=np.nan, a_hi=np.nan, b_lo=np.nan, b_hi=np.nan,
+               s=np.nan, rmse=np.nan, x_mean=np.nan, sxx=np.nan, reason="")
     if len(np.unique(x)) < 2:
-        return out | dict(reason=f"{len(np.unique(x))} distinct size(s): a line needs two")
+        return out | dict(reason=f"{len(np.unique(x))} distinct x value(s): a line needs two")
     x_mean, sxx = x.mean(), float(((x - x.mean()) ** 2).sum())
     b = float(((x - x_mean) * (y - y.mean())).sum() / sxx)
     a = float(y.mean() - b * x_mean)
     residuals = y - a - b * x
     out |= dict(a=a, b=b, x_mean=float(x_mean), sxx=sxx, rmse=float(np.sqrt(np.mean(residuals**2))))
     if dof < 1:
-        return out | dict(reason="2 trials: no residual degrees of freedom for an interval")
+        return out | dict(reason="2 points: no residual degrees of freedom for an interval")
     s = float(np.sqrt((residuals**2).sum() / dof))
     t = float(stats.t.ppf(0.5 + level / 2, dof))
     se_a, se_b = s * math.sqrt(1 / n + x_mean**2 / sxx), s / math.sqrt(sxx)
     return out | dict(s=s, a_lo=a - t * se_a, a_hi=a + t * se_a, b_lo=b - t * se_b, b_hi=b + t * se_b)
+
+
+def fit(frame: pd.DataFrame, family: str, teacher: str | None = None, level: float = 0.95) -> dict:
+    """`ols` of test_error = a + b * log10(params) over the seed-level rows (`select`'s: one per cell and seed) of
+    one target family, optionally of one teacher; all its cells, with and without bottleneck, since #params is
+    the x."""
+    rows = frame[frame["target"] == family]
+    rows = rows if teacher is None else rows[rows["teacher"] == teacher]
+    rows = rows.dropna(subset=["params", "test_error"])
+    line = ols(np.log10(rows["params"].to_numpy(float)), rows["test_error"].to_numpy(float), level)
+    return dict(family=family, teacher=teacher, cells=len(rows.drop_duplicates(GROUP)),
+                params_min=float(rows["params"].min()), params_max=float(rows["params"].max())) | line
+
+
+QUALITY = ["target", "arch", "hidden", "bottleneck"]  # one student shape and target: its teachers vary
+
+
+def quality(frame: pd.DataFrame, teachers: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Does a better teacher make a better student? Per student shape and target learning from 2+ teachers of
+    known error: `ols` of the student's test error on its teacher's test error over the seed-level rows (`select`'s),
+    the slope b (points of student error per point of teacher error) with its interval, the teachers in order of
+    their error with the student's mean error under each, and `monotone`: whether those means never fall as the
+    teacher gets worse (a better teacher never gave a worse student)."""
+    known = teachers.dropna(subset=["test_error"]).drop_duplicates("teacher").set_index("teacher")["test_error"]
+    rows = frame[frame["teacher"].isin(known.index)].assign(teacher_error=lambda f: f["teacher"].map(known))
+    rows = rows.reindex(columns=[*rows.columns, *(c for c in QUALITY if c not in rows)])
+    out = []
+    for key, group in rows.groupby(QUALITY, dropna=False):
+        means = group.groupby("teacher")["test_error"].mean().sort_index(key=lambda t: t.map(known))
+        if len(means) < 2:
+            continue
+        line = ols(group["teacher_error"].to_numpy(float), group["test_error"].to_numpy(float), level)
+        out.append(dict(zip(QUALITY, key, strict=True)) | dict(
+            teachers=list(means.index), teacher_errors=[float(known[t]) for t in means.index],
+            student_errors=[float(v) for v in means], monotone=bool((np.diff(means.to_numpy()) >= 0).all())) | line)
+    return pd.DataFrame(out)
 
 
 def match(fit: dict, teacher_error: float) -> dict:

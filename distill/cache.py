@@ -3,14 +3,17 @@
 Layout under a sweep's directory:
     teachers/<teacher>/member-<i>/model.pt      final weights (written atomically)
     teachers/<teacher>/member-<i>/result.json   val/test error, config, sha256 of model.pt: the "done" mark
-    cache/<teacher>-<key>/member-<i>-<split>.pt {"key", "index", "split", "logits": (N, C)}: one member on one
-                                                split (transfer, val, test), fp16 when DataConfig.compact
+    cache/<teacher>/member-<i>-<w>-<split>.pt   {"member", "data", "index", "split", "logits": (N, C)}: member i
+                                                (weights hash w) on one split (transfer, val, test), fp16 when
+                                                DataConfig.compact; harvested right after the member trained
+    cache/<teacher>/member-<i>-<w>.json         that member's chunks and their sha256: written last
     cache/<teacher>.json                        manifest: key, each chunk's file and sha256, each member's,
                                                 each first-n sub-ensemble's and the ensemble's val/test error
 The cache key hashes the data set, split, transfer-set recipe and every member's weights, so a changed
 recipe or a retrained member is a miss, never a stale hit. Chunks keep every object far below the 5 GB of
-a single S3 copy (TIMIT's 9 members: 0.4 GB each) and let members be harvested in parallel; each is verified
-(sha256, key) as it is read. The manifest, written last, commits a harvest.
+a single S3 copy (TIMIT's 9 members: 0.4 GB each) and let members be harvested in parallel, each where it was
+trained; a retrained member re-harvests only itself. Each chunk is verified (sha256, content) as it is read.
+The manifest, written last, commits a harvest.
 """
 
 from __future__ import annotations
@@ -99,14 +102,15 @@ def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str
 
 
 def cache_paths(root: Where, teacher: str) -> tuple[Location, Location]:
-    """(the folder of chunk folders, the manifest) of `teacher`'s logit cache."""
+    """(the folder of the teacher's chunks, its manifest)."""
     d = files.location(root) / "cache"
-    return d, d / f"{teacher}.json"
+    return d / teacher, d / f"{teacher}.json"
 
 
-def chunk_dir(root: Where, teacher: str, key: str) -> Location:
-    """Where the chunks of one cache key live: a new key never writes over the chunks an old manifest names."""
-    return cache_paths(root, teacher)[0] / f"{teacher}-{key[:16]}"
+def chunk_name(index: int, sha: str, split: str = "") -> str:
+    """A chunk is named by its member's weights: it is never rewritten with other content, so an old manifest's
+    chunks stay whole while new ones are written."""
+    return f"member-{index}-{sha[:16]}" + (f"-{split}.pt" if split else ".json")
 
 
 def ready(root: Where, data_config: DataConfig, teacher: TeacherConfig) -> tuple[list[dict], str]:
@@ -137,29 +141,43 @@ def logit_dtype(data_config: DataConfig) -> torch.dtype:
     return torch.float16 if data_config.compact else torch.float32
 
 
-def harvest_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, k: str,
-                   splits: data.Splits, transfer: data.TransferSet, batch_size: int = 1024) -> dict[str, dict]:
-    """Member `index`'s logits on transfer/val/test, one chunk file per split under the key's folder; returns
-    {split: {"file", "sha256", "shape"}} for the manifest. Harvests of several members can run at once."""
-    model = load_member(root, teacher, index, splits)
+def harvest_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, model: nn.Module,
+                   sha: str, splits: data.Splits, transfer: data.TransferSet,
+                   batch_size: int = 1024) -> dict[str, dict]:
+    """Member `index`'s logits (its weights hash to `sha`) on transfer/val/test: one chunk file per split, then the
+    member's record of them (written last: its presence means harvested); returns {split: {"file", "sha256",
+    "shape"}}. Runs where the member was trained, right after it, so members harvest while others train."""
+    folder = cache_paths(root, teacher.name)[0]
     chunks = {}
     for split, logits in experiment.harvest(model, splits, transfer, logit_dtype(data_config), batch_size).items():
-        payload = files.torch_bytes({"key": k, "index": index, "split": split, "logits": logits.cpu()})
-        name = f"member-{index}-{split}.pt"
-        files.write_bytes(chunk_dir(root, teacher.name, k) / name, payload)
-        chunks[split] = {"file": f"{chunk_dir(root, teacher.name, k).name}/{name}", "sha256": files.sha256(payload),
-                         "shape": list(logits.shape)}
+        payload = files.torch_bytes({"member": sha, "data": files.digest(data_identity(data_config)), "index": index,
+                                     "split": split, "logits": logits.cpu()})
+        files.write_bytes(folder / chunk_name(index, sha, split), payload)
+        chunks[split] = {"file": chunk_name(index, sha, split), "sha256": files.sha256(payload),
+                         "shape": list(logits.shape), "member": sha}
+    files.write_json(folder / chunk_name(index, sha), chunks)
     return chunks
 
 
-def publish(root: Where, data_config: DataConfig, teacher: TeacherConfig, k: str, chunks: list[dict[str, dict]],
+def harvested(root: Where, teacher: TeacherConfig, index: int, sha: str) -> dict[str, dict] | None:
+    """The chunks `harvest_member` recorded for member `index` with weights `sha`, or None if it never finished."""
+    record = cache_paths(root, teacher.name)[0] / chunk_name(index, sha)
+    return files.read_json(record) if record.exists() else None
+
+
+def publish(root: Where, data_config: DataConfig, teacher: TeacherConfig, k: str, members: list[dict],
             splits: data.Splits) -> dict:
-    """Write the manifest that commits the harvested chunks (`chunks[i]`: member i's), with each member's, every
-    first-n sub-ensemble's and the whole ensemble's val/test errors computed from the stored logits; then
-    delete the chunks of other keys. A harvest killed before this leaves the old manifest (and its chunks) or
-    none: never a mix."""
-    manifest = {"key": k, "teacher": teacher.name, "data": to_dict(data_config), "dtype": str(logit_dtype(data_config)),
-                "chunks": [{s: chunks[i][s] for s in experiment.SPLITS} for i in range(teacher.members)],
+    """Write the manifest that commits the members' harvested chunks (`members`: their results, from `ready`),
+    with each member's, every first-n sub-ensemble's and the whole ensemble's val/test errors computed from the
+    stored logits; then delete the chunks no manifest names. A harvest killed before this leaves the old manifest
+    (and its chunks) or none: never a mix."""
+    chunks = [harvested(root, teacher, i, m["sha256"]) for i, m in enumerate(members)]
+    if None in chunks:
+        raise UserError(f"teacher {teacher.name!r}: member(s) {[i for i, c in enumerate(chunks) if c is None]} "
+                        f"have no harvested logits: {FIX}")
+    manifest = {"key": k, "teacher": teacher.name, "data": to_dict(data_config),
+                "identity": files.digest(data_identity(data_config)), "dtype": str(logit_dtype(data_config)),
+                "chunks": [{s: c[s] for s in experiment.SPLITS} for c in chunks],
                 "shapes": {s: [teacher.members, *chunks[0][s]["shape"]] for s in experiment.SPLITS}}
     scored = {s: torch.stack([read_chunk(root, teacher, manifest, i, s) for i in range(teacher.members)])
               for s in ("val", "test")}  # (M, N, C) each: val and test are small
@@ -171,9 +189,11 @@ def publish(root: Where, data_config: DataConfig, teacher: TeacherConfig, k: str
     manifest["ensemble"] = first[teacher.members]
     folder, path = cache_paths(root, teacher.name)
     files.write_json(path, manifest)  # written last: the manifest commits the cache
-    for old in folder.glob(f"{teacher.name}-*"):
-        if old.name != chunk_dir(root, teacher.name, k).name and old.is_dir():
-            files.remove_tree(old)
+    named = {c[s]["file"] for c in chunks for s in experiment.SPLITS} | {
+        chunk_name(i, m["sha256"]) for i, m in enumerate(members)}
+    for old in folder.glob("member-*"):  # other members' weights (retrained, or of another data set): unused
+        if old.name not in named:
+            files.remove(old)
     return manifest
 
 
@@ -184,14 +204,13 @@ def scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
     return out | experiment.speech_scores(splits, {s: v.to(device) for s, v in logits.items()})
 
 
-def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, splits: data.Splits,
-            transfer: data.TransferSet, batch_size: int = 1024) -> dict:
-    """Every member's logits on transfer/val/test, once, one member after another; returns the manifest.
-    (The Ray adapter runs `harvest_member` for several members at once, then `publish`.)"""
-    k = expected_key(root, data_config, teacher)
-    chunks = [harvest_member(root, data_config, teacher, i, k, splits, transfer, batch_size)
-              for i in range(teacher.members)]
-    return publish(root, data_config, teacher, k, chunks, splits)
+def harvest(root: Where, data_config: DataConfig, teacher: TeacherConfig, indices: list[int], splits: data.Splits,
+            transfer: data.TransferSet, batch_size: int = 1024) -> None:
+    """Harvest members `indices` that were trained before (their harvest missing), one after another."""
+    for i in indices:
+        result, _ = member_result(root, data_config, teacher, i)
+        harvest_member(root, data_config, teacher, i, load_member(root, teacher, i, splits), result["sha256"], splits,
+                       transfer, batch_size)
 
 
 FIX = "run `distill teachers SWEEP_FILE` (it trains what is missing and harvests)"
@@ -222,7 +241,8 @@ def read_chunk(root: Where, teacher: TeacherConfig, found: dict, index: int, spl
         raise UserError(f"logit cache chunk {path} is corrupt (its sha256 does not match {teacher.name}.json): "
                         f"delete it and {FIX}")
     content = files.load_tensors(payload, path)
-    if (content.get("key"), content.get("index"), content.get("split")) != (found["key"], index, split):
+    want = (entry["member"], found["identity"], index, split)
+    if tuple(content.get(k) for k in ("member", "data", "index", "split")) != want:
         raise UserError(f"logit cache chunk {path} does not hold what its manifest names: delete it and {FIX}")
     return content["logits"]
 
@@ -235,8 +255,11 @@ def mean_logits(root: Where, data_config: DataConfig, teacher: TeacherConfig, id
     found = manifest(root, data_config, teacher, want)
     total = None
     for i in idx:
-        chunk = read_chunk(root, teacher, found, i, split).float()
-        total = chunk if total is None else total.add_(chunk)
+        chunk = read_chunk(root, teacher, found, i, split)  # (N, C), fp16 when compact
+        total = torch.zeros(chunk.shape, dtype=torch.float32) if total is None else total
+        for rows in range(0, len(chunk), 1 << 16):  # converted block by block: no fp32 copy of a whole chunk
+            total[rows:rows + (1 << 16)] += chunk[rows:rows + (1 << 16)]
+        del chunk
     return total.div_(len(idx)).to(logit_dtype(data_config))
 
 

@@ -70,8 +70,12 @@ class SearchConfig:
     lr: tuple[float, float] | None = None  # log-uniform range; None keeps the train config's lr
     momentum: tuple[float, float] | None = None
     weight_decay: tuple[float, float] | None = None  # log-uniform
+    dropout: tuple[float, float] | None = None  # uniform range of the hidden dropout rate; label targets only
     grace_epochs: int = 3  # ASHA: epochs before a trial may be stopped
     concurrency: int | None = None  # trials at once; None: as many as the cluster's resources allow
+    # False: the fair protocol. Each cell's search runs on the sweep's first seed only; the setting it chose by
+    # val error is recorded, and every other seed trains once with it (test data chooses nothing).
+    per_seed: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class SweepConfig:
     student: StudentConfig = StudentConfig(hidden=1024)  # the template each cell overrides
     # Targets whose train config differs (e.g. cross-entropy wants another lr than L2 on logits).
     target_train: Mapping[str, TrainConfig] = field(default_factory=dict)
+    # Student architectures side by side (e.g. ("snn", "conv_snn")); () is the template's alone. An architecture
+    # other than the template's takes its keyword sizes from arch_args (e.g. {"conv_snn": {"channels": 16}}).
+    archs: tuple[str, ...] = ()
+    arch_args: Mapping[str, Mapping] = field(default_factory=dict)
     search: SearchConfig = SearchConfig()
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -98,8 +106,9 @@ class SweepConfig:
     storage: str = "~/distill_results"
 
     def cells(self) -> list[StudentConfig]:
-        """Every student of the grid: width x bottleneck x target x teacher x seed (labels ignore teacher)."""
-        return [self.cell(h, k, target, teacher, seed)
+        """Every student of the grid: arch x width x bottleneck x target x teacher x seed (labels ignore teacher)."""
+        return [self.cell(h, k, target, teacher, seed, arch)
+                for arch in self.archs or (self.student.arch,)
                 for h in self.hidden for k in self.bottleneck for target in self.targets
                 for teacher in (self.student_teachers if needs_teacher(target) else ("",))
                 for seed in self.seeds]
@@ -108,11 +117,15 @@ class SweepConfig:
         """The teacher a student is compared with: its own, or (label-trained) the sweep's first."""
         return cell.teacher or (self.student_teachers[0] if self.student_teachers else "")
 
-    def cell(self, hidden: int, bottleneck: int | None, target: str, teacher: str, seed: int) -> StudentConfig:
-        """The student template with one cell's settings, on its target's train config and seed."""
+    def cell(self, hidden: int, bottleneck: int | None, target: str, teacher: str, seed: int,
+             arch: str | None = None) -> StudentConfig:
+        """The student template with one cell's settings, on its target's train config and seed; another
+        architecture than the template's takes its arch_args from `arch_args`."""
         train = dataclasses.replace(self.target_train.get(target, self.student.train), seed=seed)
+        arch = arch or self.student.arch
+        args = self.student.arch_args if arch == self.student.arch else self.arch_args.get(arch, {})
         return dataclasses.replace(self.student, hidden=hidden, bottleneck=bottleneck, target=target,
-                                   teacher=teacher, train=train)
+                                   teacher=teacher, train=train, arch=arch, arch_args=args)
 
 
 def to_dict(config) -> dict:
@@ -169,6 +182,7 @@ RANGES = {
     "TrainConfig.patience": NON_NEGATIVE,
     "SearchConfig.samples": AT_LEAST_1, "SearchConfig.lr": LOG_RANGE, "SearchConfig.weight_decay": LOG_RANGE,
     "SearchConfig.momentum": (lambda r: 0 <= r[0] <= r[1] < 1, "a range (lo, hi) with 0 <= lo <= hi < 1"),
+    "SearchConfig.dropout": (lambda r: 0 <= r[0] <= r[1] < 1, "a range (lo, hi) with 0 <= lo <= hi < 1"),
     "SearchConfig.grace_epochs": AT_LEAST_1, "SearchConfig.concurrency": AT_LEAST_1,
     "SweepConfig.cpus_per_trial": POSITIVE, "SweepConfig.gpus_per_trial": NON_NEGATIVE,
     "SweepConfig.teacher_concurrency": AT_LEAST_1, "SweepConfig.checkpoint_every": AT_LEAST_1,
@@ -270,7 +284,7 @@ def validate(config: SweepConfig) -> None:
     for t in config.teachers:  # teachers.NAME: no '.' (students name members as ecnn[2], ecnn[:4])
         _check_name("teacher name", t.name, "A-Za-z0-9_-")
     _once("SweepConfig.teachers", [t.name for t in config.teachers], "give each teacher its own name")
-    for axis in ("hidden", "bottleneck", "targets", "student_teachers", "seeds"):
+    for axis in ("archs", "hidden", "bottleneck", "targets", "student_teachers", "seeds"):
         _once(f"SweepConfig.{axis}", getattr(config, axis),
               "list each value once (a repeat trains the same students again)")
     if importlib.util.find_spec(data.module_name(config.data.name)) is None:

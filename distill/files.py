@@ -183,6 +183,16 @@ def write_bytes(path: Where, payload: bytes) -> None:
     location(path).write_bytes(payload)
 
 
+def remove(path: Where) -> None:
+    """Delete one file, locally or in object storage (gone already is fine)."""
+    where = location(path)
+    with contextlib.suppress(FileNotFoundError):
+        if where.remote:
+            where.fs.delete_file(where.path)
+        else:
+            os.remove(where.path)
+
+
 def remove_tree(path: Where) -> None:
     """Delete a folder and everything in it, locally or in object storage (gone already is fine)."""
     where = location(path)

@@ -19,13 +19,17 @@ class Executor:
         for teacher, i in pending:
             model, fitted = experiment.train_member(teacher, i, self.splits, self.transfer)
             result = cache.save_member(self.root, self.sweep.data, teacher, i, model, self.splits, fitted)
+            cache.harvest_member(self.root, self.sweep.data, teacher, i, model, result["sha256"], self.splits,
+                                 self.transfer)
             self.log(f"teacher {teacher.name}[{i}]: test error {result['test_error']:.4f} ({result['seconds']:.0f} s)")
 
-    def harvest(self, teacher: TeacherConfig) -> dict:
-        return cache.harvest(self.root, self.sweep.data, teacher, self.splits, self.transfer)
+    def harvest(self, teacher: TeacherConfig, indices: list[int]) -> None:
+        cache.harvest(self.root, self.sweep.data, teacher, indices, self.splits, self.transfer)
 
-    def run_students(self, jobs: list[pipeline.Job], logits: dict, done: dict[str, list[dict]]) -> list[dict]:
-        """Every job once with its config's settings: a search (samples > 1) needs Ray Tune."""
+    def run_students(self, jobs: list[pipeline.Job], logits: dict, done: dict[str, list[dict]],
+                     search: bool) -> list[dict]:
+        """Every job once with its config's settings: a search (samples > 1) needs Ray Tune (the CLI refuses
+        --local with one before anything runs)."""
         device = self.splits.train_y.device
         logits = {k: v.to(device) for k, v in logits.items()}
         for n, job in enumerate(jobs, 1):

@@ -16,12 +16,21 @@ from torch import nn
 from distill.errors import UserError
 
 
-def dnn(shape: Sequence[int], classes: int, hidden: int = 2000, layers: int = 3) -> nn.Sequential:
-    """The paper's DNN teacher: `layers` fully connected ReLU layers of `hidden` units (3 x 2000)."""
+def dropped(rate: float) -> list[nn.Module]:
+    """A dropout layer at `rate`, or none at 0 (so that a net without dropout has exactly the layers it had)."""
+    if not 0 <= rate < 1:
+        raise UserError(f"dropout rate {rate} must be in [0, 1)")
+    return [nn.Dropout(rate)] if rate else []
+
+
+def dnn(shape: Sequence[int], classes: int, hidden: int = 2000, layers: int = 3, dropout: float = 0.0,
+        input_dropout: float = 0.0) -> nn.Sequential:
+    """The paper's DNN teacher: `layers` fully connected ReLU layers of `hidden` units (3 x 2000), with dropout
+    on the input (`input_dropout`) and after each hidden layer (`dropout`), as its teachers were trained."""
     d = math.prod(shape)
-    mods: list[nn.Module] = [nn.Flatten()]
+    mods: list[nn.Module] = [nn.Flatten(), *dropped(input_dropout)]
     for i in range(layers):
-        mods += [nn.Linear(d if i == 0 else hidden, hidden), nn.ReLU()]
+        mods += [nn.Linear(d if i == 0 else hidden, hidden), nn.ReLU(), *dropped(dropout)]
     return nn.Sequential(*mods, nn.Linear(hidden if layers else d, classes))
 
 
@@ -31,8 +40,9 @@ def conv_pool(channels_in: int, channels: int, kernel: int) -> list[nn.Module]:
 
 
 def cnn(shape: Sequence[int], classes: int, channels: Sequence[int] = (128, 128, 128),
-        hidden: Sequence[int] = (1000,), kernel: int = 5) -> nn.Sequential:
-    """The paper's CNN teacher: conv-pool stages then fully connected ReLU layers.
+        hidden: Sequence[int] = (1000,), kernel: int = 5, dropout: float = 0.0) -> nn.Sequential:
+    """The paper's CNN teacher: conv-pool stages then fully connected ReLU layers (each followed by dropout at
+    `dropout`).
 
     Defaults are its CIFAR-10 teacher 128c-p-128c-p-128c-p-1000fc; small data sets pass small sizes.
     """
@@ -44,7 +54,7 @@ def cnn(shape: Sequence[int], classes: int, channels: Sequence[int] = (128, 128,
     mods.append(nn.Flatten())
     d = c * h * w
     for units in hidden:
-        mods += [nn.Linear(d, units), nn.ReLU()]
+        mods += [nn.Linear(d, units), nn.ReLU(), *dropped(dropout)]
         d = units
     return nn.Sequential(*mods, nn.Linear(d, classes))
 
@@ -68,8 +78,8 @@ def check_sizes(hidden: int, bottleneck: int | None) -> None:
                         "a linear bottleneck only saves work when k << H (or use bottleneck=None)")
 
 
-def head(d: int, classes: int, hidden: int, bottleneck: int | None) -> list[nn.Module]:
-    """beta f(U V x): optional linear bottleneck V (d -> k, no bias), U (k -> H) + ReLU, beta (H -> C).
+def head(d: int, classes: int, hidden: int, bottleneck: int | None, dropout: float = 0.0) -> list[nn.Module]:
+    """beta f(U V x): optional linear bottleneck V (d -> k, no bias), U (k -> H) + ReLU (+ dropout), beta (H -> C).
 
     V has no bias because it would be redundant: U (V x + b) + c = U V x + (U b + c).
     """
@@ -78,20 +88,23 @@ def head(d: int, classes: int, hidden: int, bottleneck: int | None) -> list[nn.M
     if bottleneck is not None:
         mods.append(nn.Linear(d, bottleneck, bias=False))
         d = bottleneck
-    return mods + [nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
+    return mods + [nn.Linear(d, hidden), nn.ReLU(), *dropped(dropout), nn.Linear(hidden, classes)]
 
 
-def snn(shape: Sequence[int], classes: int, hidden: int, bottleneck: int | None = None) -> nn.Sequential:
-    """The paper's SNN(-MIMIC) student: one hidden ReLU layer of `hidden` units, maybe a bottleneck."""
-    return nn.Sequential(nn.Flatten(), *head(math.prod(shape), classes, hidden, bottleneck))
+def snn(shape: Sequence[int], classes: int, hidden: int, bottleneck: int | None = None, dropout: float = 0.0,
+        input_dropout: float = 0.0) -> nn.Sequential:
+    """The paper's SNN(-MIMIC) student: one hidden ReLU layer of `hidden` units, maybe a bottleneck; dropout on
+    the input and the hidden layer (the paper's label-trained shallow nets used it)."""
+    return nn.Sequential(nn.Flatten(), *dropped(input_dropout),
+                         *head(math.prod(shape), classes, hidden, bottleneck, dropout))
 
 
 def conv_snn(shape: Sequence[int], classes: int, hidden: int, bottleneck: int | None = 1200,
-             channels: int = 128, kernel: int = 5) -> nn.Sequential:
+             channels: int = 128, kernel: int = 5, dropout: float = 0.0) -> nn.Sequential:
     """The paper's CIFAR-10 student 128c-p-1200L-30k: one conv-pool stage, bottleneck, wide ReLU layer."""
     c, h, w = shape
     return nn.Sequential(*conv_pool(c, channels, kernel), nn.Flatten(),
-                         *head(channels * (h // 2) * (w // 2), classes, hidden, bottleneck))
+                         *head(channels * (h // 2) * (w // 2), classes, hidden, bottleneck, dropout))
 
 
 def build(arch: str, shape: Sequence[int], classes: int, **kwargs) -> nn.Module:

@@ -20,9 +20,11 @@ from typing import Protocol
 
 from distill import cache, files, lease, record, results
 from distill.config import StudentConfig, SweepConfig, TeacherConfig, to_dict
+from distill.targets import TARGETS
 from distill.teachers import parse
 
 Log = Callable[[str], None]
+SEARCHED_TRAIN = ("lr", "momentum", "weight_decay")  # TrainConfig fields a search samples; arch_args: dropout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,18 +42,20 @@ class Executor(Protocol):
 
     def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None: ...
 
-    def harvest(self, teacher: TeacherConfig) -> dict: ...
+    def harvest(self, teacher: TeacherConfig, indices: list[int]) -> None:
+        """Harvest members `indices` of `teacher` (trained, not yet harvested): `cache.harvest_member` each."""
 
     def run_students(self, jobs: list[Job], logits: dict[tuple[str, str], object],
-                     done: dict[str, list[dict]]) -> list[dict]:
+                     done: dict[str, list[dict]], search: bool) -> list[dict]:
         """Run the jobs' remaining trials (`done`: the rows each has already), each given only the logits it uses
-        (`uses`: logits[job.teacher, 'transfer'], logits[job.reference, 'test']); return the rows of trials that
-        errored (kept out of storage, so that a re-run tries them again)."""
+        (`uses`: logits[job.teacher, 'transfer'], logits[job.reference, 'test']); with `search`, the sweep's
+        search samples settings within each job. Return the rows of trials that errored (kept out of storage, so
+        that a re-run tries them again)."""
 
 
 def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log) -> None:
-    """Train every member that is missing or was trained with other settings, then harvest every teacher
-    whose logit cache is missing or stale."""
+    """Train every member that is missing or was trained with other settings (each harvests its own logits as it
+    finishes), then commit every teacher's logit cache that is missing or stale."""
     root = files.location(root)
     pending = []
     for t in sweep.teachers:
@@ -73,7 +77,11 @@ def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
         if cache.cached(root, sweep.data, t, key):
             log(f"teacher {t.name}: logits cached before, not harvested again")
             continue
-        manifest = executor.harvest(t)
+        # Members harvest right after training; only those trained before that (or whose harvest died) remain.
+        missing = [i for i, m in enumerate(members) if cache.harvested(root, t, i, m["sha256"]) is None]
+        if missing:
+            executor.harvest(t, missing)
+        manifest = cache.publish(root, sweep.data, t, key, members, executor.splits)
         log(f"teacher {t.name}: ensemble test error {manifest['ensemble']['test_error']:.4f}; "
             f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
 
@@ -88,21 +96,23 @@ def jobs(sweep: SweepConfig, root: files.Location, keys: dict[str, str] | None =
     """Every cell of the grid as a job, its id hashing what decides its result: the teachers' cache keys
     (`keys`, by teacher name; `teacher_keys` when not given)."""
     keys = teacher_keys(sweep, root) if keys is None else keys
+    return [job(sweep, cell, keys) for cell in sweep.cells()]
+
+
+def job(sweep: SweepConfig, cell: StudentConfig, keys: dict[str, str]) -> Job:
+    """The job of one resolved cell: readable name + hash of (cell, data identity, its teachers' cache keys)."""
     members = {t.name: t.members for t in sweep.teachers}
 
     def key(name: str) -> str | None:
         return keys[parse(name, members)[0]] if name else None
 
-    out = []
-    for cell in sweep.cells():
-        reference = sweep.reference(cell)
-        identity = {"cell": to_dict(cell), "data": cache.data_identity(sweep.data), "teacher": key(cell.teacher),
-                    "reference": key(reference)}
-        name = (f"{cell.target}-h{cell.hidden}-k{cell.bottleneck or 0}-{cell.teacher or 'labels'}"
-                f"-s{cell.train.seed}")
-        out.append(Job(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{files.digest(identity)[:8]}", cell, cell.teacher,
-                       reference))
-    return out
+    reference = sweep.reference(cell)
+    identity = {"cell": to_dict(cell), "data": cache.data_identity(sweep.data), "teacher": key(cell.teacher),
+                "reference": key(reference)}
+    arch = "" if cell.arch == "snn" else f"{cell.arch}-"
+    name = f"{cell.target}-{arch}h{cell.hidden}-k{cell.bottleneck or 0}-{cell.teacher or 'labels'}-s{cell.train.seed}"
+    return Job(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{files.digest(identity)[:8]}", cell, cell.teacher,
+               reference)
 
 
 def trial_dir(root: files.Location, job: Job, searched: dict | None = None) -> files.Location:
@@ -119,26 +129,97 @@ def finished(root: files.Location, job: Job, searched: bool) -> list[dict]:
 
 
 def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log,
-             keys: dict[str, str] | None = None):
+             keys: dict[str, str] | None = None, record_path: files.Location | None = None):
     """Run every trial that has not finished, then collect every row of this sweep's jobs into the results.
-    `keys`: the teachers' cache keys, if the caller has them (`teacher_keys`)."""
+    `keys`: the teachers' cache keys, if the caller has them (`teacher_keys`).
+
+    With a search and `per_seed=False` (the fair protocol) each target and student shape is searched once, on
+    the first seed (and, for teacher targets, the first of `student_teachers`); the setting chosen there by val
+    error is written to `choices.json` (and the run record at `record_path`), and the shape's other seeds and
+    teachers train once with it."""
     root, searched = files.location(root), sweep.search.samples > 1
     keys = teacher_keys(sweep, root) if keys is None else keys
     todo = jobs(sweep, root, keys)
-    done = {j.id: finished(root, j, searched) for j in todo}
-    pending = [j for j in todo if len(done[j.id]) < sweep.search.samples]
-    if len(pending) < len(todo):
-        log(f"students: {len(todo) - len(pending)} of {len(todo)} cells finished before with these settings, kept")
-    errored = []
-    if pending:
-        logits = cache.teacher_logits(root, sweep.data, sweep.teachers, uses(pending), keys)
-        errored = executor.run_students(pending, logits, {j.id: done[j.id] for j in pending})
-        done |= {j.id: finished(root, j, searched) for j in pending}  # only the jobs that ran have new rows
-    rows = [row for j in todo for row in done[j.id]] + errored
+    protocol = searched and not sweep.search.per_seed
+    first = [j for j in todo if not protocol or searched_first(sweep, j)]
+    logits = {}
+    if any(len(finished(root, j, searched)) < sweep.search.samples for j in first) or protocol:
+        logits = cache.teacher_logits(root, sweep.data, sweep.teachers, uses(todo), keys)
+    done, errored = run_jobs(sweep, root, executor, first, logits, searched, log)
+    if protocol:
+        choices, fixed = chosen(sweep, first, done, todo, keys, log)
+        files.write_json(root / "choices.json", choices)
+        if record_path is not None:
+            record.add(record_path, "choices", choices)
+        more, errored_more = run_jobs(sweep, root, executor, fixed, logits, False, log)
+        done, errored = done | more, errored + errored_more
+    rows = [row for rows_ in done.values() for row in rows_] + errored
     frame = results.write(root, rows, to_dict(sweep))
     failed = int((frame["status"] != "ok").sum()) if len(frame) else 0
     log(f"students: {len(frame)} trials, {failed} not finished ok; results in {root / 'results.parquet'}")
     return frame
+
+
+def run_jobs(sweep: SweepConfig, root: files.Location, executor: Executor, todo: list[Job], logits: dict,
+             searched: bool, log: Log) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Run the trials of `todo` that have not finished (a searched job: until it has `samples` rows); returns
+    every job's finished rows by job id, and the rows of trials that errored."""
+    want = sweep.search.samples if searched else 1
+    done = {j.id: finished(root, j, searched) for j in todo}
+    pending = [j for j in todo if len(done[j.id]) < want]
+    if len(pending) < len(todo):
+        log(f"students: {len(todo) - len(pending)} of {len(todo)} cells finished before with these settings, kept")
+    if not pending:
+        return done, []
+    errored = executor.run_students(pending, logits, {j.id: done[j.id] for j in pending}, searched)
+    return done | {j.id: finished(root, j, searched) for j in pending}, errored  # only jobs that ran have new rows
+
+
+def space(sweep: SweepConfig, target: str) -> list[str]:
+    """The settings a search samples for a student of `target`: the train settings given a range, and the hidden
+    dropout for label targets (a teacher's logits need no dropout to regularise them)."""
+    s = sweep.search
+    names = [k for k in SEARCHED_TRAIN if getattr(s, k) is not None]
+    return names + (["dropout"] if s.dropout is not None and not TARGETS[target].teacher else [])
+
+
+def setting(row: dict, names: list[str]) -> dict:
+    """The searched settings a finished row was trained with ({'lr': ..., 'dropout': ...})."""
+    return {k: row[f"train.{k}"] if k in SEARCHED_TRAIN else row.get(f"arch_args.{k}", 0.0) for k in names}
+
+
+def searched_first(sweep: SweepConfig, job: Job) -> bool:
+    """Whether the protocol searches this job: the first seed, and the first student teacher (teacher targets)."""
+    return job.cell.train.seed == sweep.seeds[0] and job.cell.teacher in ("", *sweep.student_teachers[:1])
+
+
+def choose(rows: list[dict]) -> dict | None:
+    """The finished trial of lowest val error (ties: the first): the protocol's choice. Test error is never read."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    return min(ok, key=lambda r: r["val_error"]) if ok else None
+
+
+def chosen(sweep: SweepConfig, first: list[Job], done: dict[str, list[dict]], todo: list[Job],
+           keys: dict[str, str], log: Log) -> tuple[list[dict], list[Job]]:
+    """(each searched shape's choice, the other seeds' and teachers' jobs with it)."""
+    def cell_key(cell: StudentConfig) -> str:  # a target and student shape: the cell without seed and teacher
+        return files.digest(to_dict(dataclasses.replace(cell, teacher="", train=dataclasses.replace(cell.train,
+                                                                                                   seed=0))))
+
+    picks, choices = {}, []
+    for j in first:
+        best, names = choose(done[j.id]), space(sweep, j.cell.target)
+        if best is None:
+            log(f"students: {j.id}: no search trial finished: its other seeds do not run")
+            continue
+        picks[cell_key(j.cell)] = setting(best, names)
+        choices.append({"job": j.id, "target": j.cell.target, "teacher": j.cell.teacher, "hidden": j.cell.hidden,
+                        "bottleneck": j.cell.bottleneck, "arch": j.cell.arch, "seed": j.cell.train.seed,
+                        "samples": len(done[j.id]), "settings": picks[cell_key(j.cell)],
+                        "val_error": best["val_error"], "trial_dir": best["trial_dir"]})
+    fixed = [job(sweep, searched_cell(j, picks[cell_key(j.cell)]), keys) for j in todo
+             if j not in first and cell_key(j.cell) in picks]
+    return choices, fixed
 
 
 def uses(todo: list[Job]) -> dict[str, set[str]]:
@@ -160,8 +241,11 @@ def given(job: Job, logits: dict[tuple[str, str], object]) -> tuple[object | Non
 
 
 def searched_cell(job: Job, searched: dict) -> StudentConfig:
-    """The job's cell with one sampled setting of a search ({'lr': ...}; {} without one)."""
-    return dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **searched))
+    """The job's cell with one sampled setting of a search ({'lr': ..., 'dropout': ...}; {} without one)."""
+    train = {k: v for k, v in searched.items() if k in SEARCHED_TRAIN}
+    arch = {k: v for k, v in searched.items() if k not in SEARCHED_TRAIN}
+    return dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **train),
+                               arch_args={**job.cell.arch_args, **arch})
 
 
 def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str = "run", log: Log = print,
@@ -176,7 +260,7 @@ def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str 
     with lease.hold(root, " ".join(argv or ["distill", command, sweep.name]), log=log):
         # For `sweep`, teachers that are missing or trained with other settings fail here, before anything runs.
         keys = teacher_keys(sweep, root) if command == "sweep" else None
-        record.write(root, sweep, argv or ["distill", command, sweep.name], executor.splits)
+        path = record.write(root, sweep, argv or ["distill", command, sweep.name], executor.splits)
         if command in ("teachers", "run"):
             teachers(sweep, root, executor, log)
-        return students(sweep, root, executor, log, keys) if command in ("sweep", "run") else None
+        return students(sweep, root, executor, log, keys, path) if command in ("sweep", "run") else None

@@ -27,7 +27,7 @@ from distill import experiment, files, pipeline, ray_shared, ray_teachers
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
-SEARCHED = ("lr", "momentum", "weight_decay")
+SEARCHED = (*pipeline.SEARCHED_TRAIN, "dropout")
 
 
 def sampled(config: dict) -> dict:
@@ -55,10 +55,10 @@ class Executor:
         ray_teachers.train_members(self.sweep, self.root, pending, self.data(), self.log)
         self.log(f"teachers: trained {len(pending)} members in {time.perf_counter() - t0:.0f} s")
 
-    def harvest(self, teacher: TeacherConfig) -> dict:
-        return ray_teachers.harvest(self.root, self.sweep.data, teacher, self.splits, self.data())
+    def harvest(self, teacher: TeacherConfig, indices: list[int]) -> None:
+        ray_teachers.harvest(self.root, self.sweep.data, teacher, indices, self.data())
 
-    def run_students(self, jobs: list[Job], logits: dict, done: dict[str, list[dict]]) -> list[dict]:
+    def run_students(self, jobs: list[Job], logits: dict, done: dict[str, list[dict]], search: bool) -> list[dict]:
         sweep = self.sweep
         data = self.data()
         # Each teacher's mean logits per split as an object of its own: a trial fetches only the two it uses.
@@ -68,17 +68,17 @@ class Executor:
                                  root=str(self.root)),
             {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
         storage, stamp = self.root / "ray", time.strftime("%Y%m%d-%H%M%S")
-        if sweep.search.samples == 1:
+        if not search:
             grid = tuner(trainable, f"students-{stamp}", storage, {"job": tune.grid_search([j.id for j in jobs])},
                          sweep, None, Progress(len(jobs))).fit()
             return ended(grid, {j.id: j for j in jobs}, self.root)
         errored = []
         for i, job in enumerate(jobs):
-            search = searcher(sweep, done[job.id])
+            optuna_search = searcher(sweep, done[job.id], job.cell.target)
             left = sweep.search.samples - len(done[job.id])
             progress = Progress(left, prefix=f"cell {i + 1}/{len(jobs)}: ")
-            grid = tuner(trainable, f"students-{stamp}-{job.id}", storage, {"job": job.id}, sweep, search, progress,
-                         left).fit()
+            grid = tuner(trainable, f"students-{stamp}-{job.id}", storage, {"job": job.id}, sweep, optuna_search,
+                         progress, left).fit()
             errored += ended(grid, {job.id: job}, self.root)
             self.log(f"cell {i + 1}/{len(jobs)} done: {job.id}")
         return errored
@@ -143,15 +143,16 @@ class Progress(tune.Callback):
         print(f"{self.prefix}students: {self.done}/{self.total} trials finished{best}", flush=True)
 
 
-def searcher(sweep: SweepConfig, done: list[dict]) -> OptunaSearch:
-    """Optuna over the cell's ranges, told the scores of the cell's trials that finished before."""
+def searcher(sweep: SweepConfig, done: list[dict], target: str) -> OptunaSearch:
+    """Optuna over the cell's ranges (`pipeline.space`), told the scores of the cell's trials that finished before."""
     s = sweep.search
     dist = optuna.distributions
-    space = {"lr": s.lr and dist.FloatDistribution(*s.lr, log=True),
-             "momentum": s.momentum and dist.FloatDistribution(*s.momentum),
-             "weight_decay": s.weight_decay and dist.FloatDistribution(*s.weight_decay, log=True)}
-    space = {k: v for k, v in space.items() if v is not None}
-    points = [{k: row[f"train.{k}"] for k in space} for row in done]
+    ranges = {"lr": s.lr and dist.FloatDistribution(*s.lr, log=True),
+              "momentum": s.momentum and dist.FloatDistribution(*s.momentum),
+              "weight_decay": s.weight_decay and dist.FloatDistribution(*s.weight_decay, log=True),
+              "dropout": s.dropout and dist.FloatDistribution(*s.dropout)}
+    space = {k: ranges[k] for k in pipeline.space(sweep, target)}
+    points = [pipeline.setting(row, list(space)) for row in done]
     rewards = [row["val_error"] if row.get("status") == "ok" else 1.0 for row in done]
     return OptunaSearch(space=space, metric="val_error", mode="min", seed=len(done),
                         points_to_evaluate=points or None, evaluated_rewards=rewards or None)

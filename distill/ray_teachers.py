@@ -4,9 +4,9 @@ Each member is its own Ray Train run (a TorchTrainer with `workers` data-paralle
 checkpoints every epoch and, when a worker dies, restarts from its last checkpoint. Members run
 concurrently, each driven by a task that holds no resources, as many at once as the cluster's resources fit
 (one GPU each on a GPU cluster); the data reach the workers by reference, never inside the pickled
-`train_loop_config`. Harvests run one task per member, in parallel. Which members are pending and which
-caches are stale is the pipeline's decision (`distill.pipeline`); the training itself is `distill.experiment`;
-this module only places them on the cluster.
+`train_loop_config`. Each member harvests its logits in its rank-0 worker as soon as it has trained. Which
+members are pending and which caches are stale is the pipeline's decision (`distill.pipeline`); the training
+itself is `distill.experiment`; this module only places them on the cluster.
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ def member_loop(config: dict) -> None:
     # prepare_model wraps in DDP only with 2+ workers, and places the model on the worker's device.
     model, result = experiment.train_member(teacher, index, splits, transfer, report, resume, prepare_model, rank,
                                             world)
-    if rank == 0:
-        cache.save_member(config["root"], config["data_config"], teacher, index, model, splits, result)
+    if rank == 0:  # the member harvests its own logits here, while other members still train
+        saved = cache.save_member(config["root"], config["data_config"], teacher, index, model, splits, result)
+        cache.harvest_member(config["root"], config["data_config"], teacher, index, model, saved["sha256"], splits,
+                             transfer)
 
 
 @ray.remote(num_cpus=0)
@@ -99,14 +101,11 @@ def train_members(sweep: SweepConfig, root: files.Location, pending: list[tuple[
         raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
 
 
-def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfig, splits, data) -> dict:
-    """Harvest `teacher`'s members in parallel, each in a task with a member's resources (a GPU where members had
-    one), as many at once as the cluster fits; the driver then commits the chunks with the manifest."""
-    key = cache.expected_key(root, data_config, teacher)
+def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfig, indices: list[int], data) -> None:
+    """Harvest members `indices` (trained, not harvested: e.g. their harvest died) in parallel, each in a task
+    with a member's resources (a GPU where members had one), as many at once as the cluster fits."""
     resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
-    chunks = ray.get([harvest_task.options(**resources).remote(root, data_config, teacher, i, key, [data])
-                      for i in range(teacher.members)])
-    return cache.publish(root, data_config, teacher, key, chunks, splits)
+    ray.get([harvest_task.options(**resources).remote(root, data_config, teacher, i, [data]) for i in indices])
 
 
 def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
@@ -121,10 +120,10 @@ def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:
 
 
 @ray.remote
-def harvest_task(root: files.Location, data_config, teacher: TeacherConfig, index: int, key: str, data: list) -> dict:
+def harvest_task(root: files.Location, data_config, teacher: TeacherConfig, index: int, data: list) -> None:
     """Harvest one member on a worker with the member's resources, not on the driver."""
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
     # Ray reuses task processes: torch keeps the thread count of the first task the process ran.
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     splits, transfer = ray_shared.get(data[0], device)
-    return cache.harvest_member(root, data_config, teacher, index, key, splits, transfer)
+    cache.harvest(root, data_config, teacher, [index], splits, transfer)

@@ -67,3 +67,8 @@ def write(root: files.Location, sweep: SweepConfig, argv: list[str], splits) -> 
     path = files.location(root) / "runs" / f"{stamp}-{rec['host']}-{rec['pid']}.json"
     files.write_json(path, rec)
     return path
+
+
+def add(path: files.Location, key: str, value) -> None:
+    """Add a fact learnt during the run (e.g. the settings a search chose) to its record, rewritten atomically."""
+    files.write_json(path, {**files.read_json(path), key: value})

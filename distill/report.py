@@ -238,6 +238,41 @@ def fit_section(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str) -> li
     return lines + [""] + words
 
 
+def quality_section(table: pd.DataFrame) -> list[str]:
+    """The teacher-quality fits as a table and a sentence each; [] when no student shape learned from 2+ teachers."""
+    if table.empty:
+        return ["No student shape learned from two or more teachers of known error: no slope to fit.", ""]
+    lines = ["Least squares of each student's test error (one point per seed) on its teacher's test error; the slope "
+             "is points of student error per point of teacher error, with its 95% interval (t, n - 2 degrees of "
+             "freedom).",
+             "", _row("student", "teachers, best first (test error %)", "student error % under each", "slope (95% CI)",
+                      "monotone"), "|---|---|---|---|---|"]
+    sentences = []
+    for _, q in table.iterrows():
+        k = f" k={q['bottleneck']:.0f}" if pd.notna(q["bottleneck"]) else ""
+        name = f"{q['target']} {q['arch']} H={q['hidden']}{k}"
+        teachers = ", ".join(f"{t} {100 * e:.2f}" for t, e in zip(q["teachers"], q["teacher_errors"], strict=True))
+        slope = "n/a" if pd.isna(q["b"]) else (f"{q['b']:+.2f}" + ("" if pd.isna(q["b_lo"]) else
+                                                                 f" ({q['b_lo']:+.2f} to {q['b_hi']:+.2f})"))
+        lines.append(_row(name, teachers, ", ".join(f"{100 * e:.2f}" for e in q["student_errors"]), slope,
+                          "yes" if q["monotone"] else "**no**"))
+        order = ("the student never got worse with a better teacher" if q["monotone"] else
+                 "**not monotone**: a better teacher gave a worse student somewhere in this order")
+        excludes = pd.notna(q["b_lo"]) and q["b_lo"] > 0
+        sentences.append(f"- {name}: slope {slope}; the interval {'excludes' if excludes else 'includes'} 0; {order}.")
+    return [*lines, "", *sentences, ""]
+
+
+def epochs_text(frame: pd.DataFrame) -> str:
+    """How often a kept trial's best val epoch was the last of its epoch budget (then it may have stopped early)."""
+    if not {"best_epoch", "epochs", "train.epochs"} <= set(frame.columns):
+        return "Epoch counts were not recorded."
+    last = (frame["best_epoch"] == frame["train.epochs"]).groupby(frame["target"]).agg(["sum", "count"])
+    parts = [f"{t}: {int(r['sum'])} of {int(r['count'])}" for t, r in last.iterrows()]
+    return ("The best val epoch was the last epoch of the budget in " + "; ".join(parts) + " kept trials (a trial "
+            "stopped by patience ended after its best epoch; one whose best epoch is the last might have improved).")
+
+
 def provenance(run: analysis.Run) -> str:
     """Where the numbers come from: the invocation record's command, code version and data, or that it is absent."""
     rec = run.record
@@ -274,7 +309,8 @@ def write(results_dir: files.Where) -> files.Location:
         md += [f"![capacity curve, {t}]({capacity_figure(frame, teachers, t, path, f'{data}: students of {t}').name})",
                ""]
     md += ["## Teacher quality", "", "Student error against teacher error at each fixed student size.", "",
-           f"![teacher quality]({teacher_quality_figure(frame, teachers, root / 'teacher-quality.png').name})", ""]
+           f"![teacher quality]({teacher_quality_figure(frame, teachers, root / 'teacher-quality.png').name})", "",
+           *quality_section(analysis.quality(frame, teachers)), "## Training length", "", epochs_text(frame), ""]
     if frame["bottleneck"].notna().any():
         md += ["## Bottleneck", "", "Error and time to converge (best epoch, train seconds) against k at fixed H; "
                "hollow markers: no bottleneck, at k = min(D, H), which restricts nothing.", "",

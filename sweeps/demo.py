@@ -1,34 +1,62 @@
-"""The embedded default: mimic vs label students on mnist5k (5,000 real MNIST digits), one CPU machine.
+"""The embedded default: both of the paper's results on mnist5k (5,000 real MNIST digits), on one CPU machine.
 
 Command:   python -m distill run sweeps/demo.py            (add --variant smoke for the test-sized run)
-Time:      about 10.5 minutes on 2 idle CPU cores: teachers 6 (mostly Ray start-up per member), students 4;
-           measured 14 min 10 s on 2026-12-01 (teachers 8.2 min, students 5.5; why slower: not yet found).
-Expected:  9 CNN members at 1.3-2.3% test error, their ensemble at 1.0-1.2%; mean over 3 seeds, at every
-           size mimic below labels-aug below labels, e.g. H=1024: 2.1% / 2.9% / 7.0%; with a k=64 bottleneck
-           2.6% / 4.2% / 9.1% (examples/demo/report.md). Test sets of 1,000: +-0.3 points is noise.
+           python -m distill run sweeps/demo.py --variant full    (adds a bottleneck and conv_snn students)
+           python -m distill run sweeps/demo.py --variant wide    (H = 8k to 400k with k = 250; not run by CI)
+Study:     teachers of graded quality: a DNN (3 x 512, dropout), one CNN (`ecnn[0]`), 3 CNNs (`ecnn[:3]`) and all
+           9 (`ecnn`). Students: SNNs of H = 256 and 1024 mimic each teacher's logits; the same SNNs learn the labels
+           on the augmented inputs (`labels-aug`, the fair baseline: the same inputs as mimic) and on the train
+           inputs alone (`labels`). 3 seeds each.
+Protocol:  the learning rate (and, for the label targets, the hidden dropout) of each target and student shape
+           is chosen on val by a 3-sample Optuna search on seed 0 with the main teacher (`ecnn`; ASHA stops poor
+           samples); the choice is written to choices.json and the run record, and every other seed and teacher
+           trains once with it. Test data chooses nothing. Every student trains up to 30 epochs with patience 5
+           (the report says how often the best epoch was the last).
+Time:      TBD
+Expected:  TBD
 """
+
+import dataclasses
 
 from distill.config import DataConfig, SearchConfig, StudentConfig, SweepConfig, TeacherConfig
 from distill.train import TrainConfig
 
 # A small CNN (16c3-p-32c3-p-128fc), SGD: 2 epochs over the 11x transfer set = 22 passes over the digits.
-TEACHER = TeacherConfig(
+ECNN = TeacherConfig(
     name="ecnn", arch="cnn", arch_args={"channels": (16, 32), "hidden": (128,), "kernel": 3}, members=9,
     train=TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=2),
     cpus_per_worker=1)
-# Adam wants a different rate for L2 on logits than for cross-entropy (../shared/README.md).
-L2 = TrainConfig(optimizer="adam", lr=1e-3, momentum=0.9, batch_size=128, epochs=12, patience=4)
-CE = TrainConfig(optimizer="adam", lr=3e-4, momentum=0.9, batch_size=128, epochs=12, patience=4)
+# The paper's DNN shape (3 fully connected ReLU layers, dropout), scaled to 784 inputs.
+DNN = TeacherConfig(
+    name="dnn", arch="dnn", arch_args={"hidden": 512, "layers": 3, "dropout": 0.2}, members=1,
+    train=TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=2),
+    cpus_per_worker=1)
+# Starting points only: the protocol's search replaces lr (and dropout for labels) per target and shape.
+L2 = TrainConfig(optimizer="adam", lr=1e-3, momentum=0.9, batch_size=128, epochs=30, patience=5)
+CE = TrainConfig(optimizer="adam", lr=3e-4, momentum=0.9, batch_size=128, epochs=30, patience=5)
+SEARCH = SearchConfig(samples=3, lr=(2e-4, 4e-3), dropout=(0.0, 0.4), grace_epochs=3, per_seed=False)
 
 
 def get_config(variant: str = "default") -> SweepConfig:
     demo = SweepConfig(
-        name="demo", data=DataConfig(name="mnist5k", views=10), teachers=(TEACHER,),
-        hidden=(256, 1024), bottleneck=(None, 64), targets=("mimic", "labels-aug", "labels"),
-        student_teachers=("ecnn",), seeds=(0, 1, 2), student=StudentConfig(hidden=1024, train=L2),
-        target_train={"labels": CE, "labels-aug": CE}, search=SearchConfig(samples=1))
+        name="demo", data=DataConfig(name="mnist5k", views=10), teachers=(ECNN, DNN),
+        hidden=(256, 1024), bottleneck=(None,), targets=("mimic", "labels-aug", "labels"),
+        student_teachers=("ecnn", "ecnn[:3]", "ecnn[0]", "dnn"), seeds=(0, 1, 2),
+        student=StudentConfig(hidden=1024, train=L2), target_train={"labels": CE, "labels-aug": CE}, search=SEARCH)
     if variant == "default":
         return demo
+    if variant == "full":  # the same sweep folder: the default's teachers and finished students are kept
+        return dataclasses.replace(demo, bottleneck=(None, 64), archs=("snn", "conv_snn"),
+                                   arch_args={"conv_snn": {"channels": 16, "kernel": 5}})
+    if variant == "wide":
+        # The design card's widths with the paper's k = 250 (a 400k-unit student has 101M parameters), mimic and
+        # labels-aug, one seed, one trial at a time with both cores; 3 epochs (a 400k-unit epoch is minutes here).
+        wide = TrainConfig(optimizer="adam", lr=1e-3, batch_size=256, epochs=3)
+        return dataclasses.replace(
+            demo, name="demo", hidden=(8_000, 32_000, 128_000, 400_000), bottleneck=(250,),
+            targets=("mimic", "labels-aug"), student_teachers=("ecnn",), seeds=(0,),
+            student=StudentConfig(hidden=8_000, bottleneck=250, train=wide), target_train={},
+            search=SearchConfig(samples=1, concurrency=1), cpus_per_trial=2)
     if variant == "smoke":
         return SweepConfig(
             name="demo-smoke", data=DataConfig(name="digits", val_size=200, views=1),
@@ -37,4 +65,4 @@ def get_config(variant: str = "default") -> SweepConfig:
                                     train=TrainConfig(lr=0.05, batch_size=64, epochs=3)),),
             hidden=(64,), bottleneck=(None, 16), targets=("mimic", "labels"), seeds=(0,),
             student=StudentConfig(hidden=64, train=TrainConfig(optimizer="adam", lr=3e-3, epochs=3)))
-    raise ValueError(f"unknown variant {variant!r}: use 'default' or 'smoke'")
+    raise ValueError(f"unknown variant {variant!r}: use 'default', 'full', 'wide' or 'smoke'")

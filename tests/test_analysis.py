@@ -13,7 +13,8 @@ from distill import analysis
 
 def row(hidden, seed, test_error, val_error=0.05, params=None, target="mimic", teacher="ecnn", bottleneck=np.nan,
         status="ok"):
-    return {"hidden": hidden, "bottleneck": bottleneck, "target": target, "teacher": teacher, "seed": seed,
+    return {"arch": "snn", "hidden": hidden, "bottleneck": bottleneck, "target": target, "teacher": teacher,
+            "seed": seed,
             "params": hidden * 10 if params is None else params, "architecture": f"784-{hidden}-10",
             "hidden_units": hidden, "val_error": val_error, "test_error": test_error, "status": status}
 
@@ -117,3 +118,21 @@ def test_teacher_table_from_manifests_member_results_and_the_record():
     assert t.loc["ecnn[:2]", "params"] == 1001 and np.isnan(t.loc["ecnn[:2]", "test_error"])  # not in a manifest
     assert t.loc["ecnn[2]", "test_error"] == 0.02
     assert np.isnan(t.loc["old", "params"]) and pd.isna(t.loc["old", "architecture"])  # nothing recorded: n/a
+
+
+def test_teacher_quality_slope_and_interval_match_ols_by_hand():
+    teachers = pd.DataFrame({"teacher": ["dnn", "ecnn[0]", "ecnn"], "test_error": [0.03, 0.02, 0.01]})
+    # Three seeds per teacher; a better teacher gives a better student, except noise.
+    errors = {"dnn": [0.040, 0.043, 0.041], "ecnn[0]": [0.031, 0.030, 0.034], "ecnn": [0.026, 0.025, 0.027]}
+    frame = pd.DataFrame([row(1024, s, e, teacher=t) for t, es in errors.items() for s, e in enumerate(es)]
+                         + [row(1024, 0, 0.05, target="labels", teacher="")])  # one teacher-free row: no fit
+    (q,) = analysis.quality(frame, teachers).itertuples()
+    x = np.repeat([0.03, 0.02, 0.01], 3)
+    y = np.concatenate(list(errors.values()))
+    ref = stats.linregress(x, y)
+    t = stats.t.ppf(0.975, len(x) - 2)
+    assert q.b == pytest.approx(ref.slope) and q.a == pytest.approx(ref.intercept)
+    assert (q.b_lo, q.b_hi) == pytest.approx((ref.slope - t * ref.stderr, ref.slope + t * ref.stderr))
+    assert q.teachers == ["ecnn", "ecnn[0]", "dnn"] and q.monotone and q.target == "mimic" and q.n == 9
+    worse = frame.assign(test_error=np.where(frame["teacher"] == "ecnn", 0.035, frame["test_error"]))
+    assert not analysis.quality(worse, teachers).iloc[0]["monotone"]  # the best teacher gave a worse student

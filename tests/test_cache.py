@@ -28,7 +28,7 @@ def harvested(tmp_path_factory):
 def chunk(root, index: int, split: str) -> torch.Tensor:
     """A member's logits read straight from its chunk file, as the manifest names it."""
     entry = files.read_json(root / "cache" / "t.json")["chunks"][index][split]
-    return files.torch_load(root / "cache" / entry["file"])["logits"]
+    return files.torch_load(root / "cache" / "t" / entry["file"])["logits"]
 
 
 def test_sub_ensemble_errors_match_the_per_member_logits_by_hand(harvested):

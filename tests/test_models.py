@@ -63,3 +63,22 @@ def test_bad_sizes_are_user_errors(hidden, k):
 def test_unknown_architecture():
     with pytest.raises(UserError, match="unknown architecture 'resnet'"):
         models.build("resnet", (1, 8, 8), 10)
+
+
+@pytest.mark.parametrize("arch,kwargs", [("snn", {"hidden": 32, "input_dropout": 0.2}), ("dnn", {"hidden": 32}),
+                                         ("cnn", {"channels": (4,), "hidden": (32,)}),
+                                         ("conv_snn", {"hidden": 32, "bottleneck": 8, "channels": 4})])
+def test_dropout_is_an_option_that_changes_training_not_the_net(arch, kwargs):
+    plain = models.build(arch, (1, 8, 8), 10, **kwargs)
+    dropped = models.build(arch, (1, 8, 8), 10, dropout=0.5, **kwargs)
+    assert models.param_count(plain) == models.param_count(dropped)  # same weights, same notation
+    assert models.describe(plain, (1, 8, 8)) == models.describe(dropped, (1, 8, 8))
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in plain.modules())
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in dropped.modules())
+    x = torch.randn(16, 1, 8, 8)
+    dropped.train()
+    assert not torch.equal(dropped(x), dropped(x))  # a fresh mask each call while training
+    dropped.eval()
+    assert torch.equal(dropped(x), dropped(x))
+    with pytest.raises(UserError, match="dropout rate"):
+        models.build(arch, (1, 8, 8), 10, dropout=1.0, **kwargs)

@@ -101,14 +101,15 @@ def test_chunked_cache_killed_mid_write_keeps_the_old_cache_or_none(storage, mon
     pipeline.teachers(sweep, storage, local.Executor(sweep, storage, splits, transfer, print), print)
     old = cache.expected_key(storage, sweep.data, two)
     before = cache.mean_logits(storage, sweep.data, two, [0, 1], "test", old)
-    # Retrained members (another epoch count) make a new key; their harvest dies after 3 of its 6 chunks.
+    # Retrained members (another epoch count) make a new key; the first one's harvest dies after its 3 chunks,
+    # before the record of them.
     again = dataclasses.replace(two, train=dataclasses.replace(two.train, epochs=2))
     sweep = dataclasses.replace(sweep, teachers=(again,))
     executor = local.Executor(sweep, storage, splits, transfer, print)
     real, written = files.write_bytes, []
 
     def dies(path, payload):
-        if "/cache/t-" in str(path):
+        if "/cache/t/" in str(path):
             if len(written) == 3:
                 raise KeyboardInterrupt  # a kill: nothing after this runs
             written.append(str(path))
@@ -118,17 +119,17 @@ def test_chunked_cache_killed_mid_write_keeps_the_old_cache_or_none(storage, mon
     with pytest.raises(KeyboardInterrupt):
         pipeline.teachers(sweep, storage, executor, print)
     monkeypatch.setattr(files, "write_bytes", real)
-    new = cache.expected_key(storage, sweep.data, again)
-    assert new != old and not cache.cached(storage, sweep.data, again, new)
     # The old cache is whole: its manifest and every chunk it names, verified.
+    assert files.read_json(cache.cache_paths(storage, "t")[1])["key"] == old
     assert torch.equal(cache.mean_logits(storage, sweep.data, two, [0, 1], "test", old), before)
-    with pytest.raises(UserError, match="another data set, transfer recipe or set of members"):
-        cache.mean_logits(storage, sweep.data, again, [0, 1], "test", new)
-    pipeline.teachers(sweep, storage, executor, print)  # redone
-    assert cache.cached(storage, sweep.data, again, new)
+    pipeline.teachers(sweep, storage, executor, print)  # redone: member 1 trains, member 0 is harvested again
+    new = cache.expected_key(storage, sweep.data, again)
+    assert new != old and cache.cached(storage, sweep.data, again, new)
     assert not torch.equal(cache.mean_logits(storage, sweep.data, again, [0, 1], "test", new), before)
-    folder = cache.cache_paths(storage, "t")[0]
-    assert [p.name for p in folder.glob("t-*")] == [f"t-{new[:16]}"]  # the old key's chunks are gone
+    folder, manifest = cache.cache_paths(storage, "t")
+    named = {c[s]["file"] for c in files.read_json(manifest)["chunks"] for s in ("transfer", "val", "test")}
+    records = {cache.chunk_name(i, cache.member_result(storage, sweep.data, again, i)[0]["sha256"]) for i in (0, 1)}
+    assert {p.name for p in folder.glob("*")} == named | records  # the old members' chunks are gone
 
 
 LOCAL_SWEEP = """

@@ -89,7 +89,7 @@ def test_second_run_retrains_and_reharvests_nothing(trained):
 def test_corrupt_cache_is_refused(trained):
     root = trained[0]
     manifest = cache.files.read_json(root / "cache" / "ecnn.json")
-    chunk = root / "cache" / manifest["chunks"][1]["transfer"]["file"]  # harvested by its own task
+    chunk = root / "cache" / "ecnn" / manifest["chunks"][1]["transfer"]["file"]  # harvested by its own worker
     original = chunk.read_bytes()
     try:
         chunk.write_bytes(original[:-10] + bytes(10))
