@@ -77,8 +77,11 @@ def get_logits(refs: dict[tuple[str, str], ray.ObjectRef], keys, device: torch.d
 
 
 # Ray Train's controller collects worker reports every 2 s by default; every epoch's report waits on
-# it. 0.5 s cut a small member's wall time by a third here (most of a small run is overhead).
-RUNTIME_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}}
+# it. 0.5 s cut a small member's wall time by a third here (most of a small run is overhead). A member's worker
+# group waits up to an hour for resources (default 60 s, then a failure and a retry): the member queued behind
+# the training ones waits for theirs, and an autoscaler takes minutes to start a GPU node.
+RUNTIME_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+                            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3600"}}
 
 
 def init(address: str | None = None, num_cpus: int | None = None) -> None:
