@@ -78,8 +78,8 @@ def get_logits(refs: dict[tuple[str, str], ray.ObjectRef], keys, device: torch.d
 
 # Ray Train's controller collects worker reports every 2 s by default; every epoch's report waits on
 # it. 0.5 s cut a small member's wall time by a third here (most of a small run is overhead). A member's worker
-# group waits up to an hour for resources (default 60 s, then a failure and a retry): the member queued behind
-# the training ones waits for theirs, and an autoscaler takes minutes to start a GPU node.
+# group waits up to an hour for resources (default 60 s, then a failure and a retry): an autoscaler takes
+# minutes to start a GPU node, and a member started with teacher_concurrency above what fits waits its turn.
 RUNTIME_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
                             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3600"}}
 

@@ -14,6 +14,17 @@ for _k, _v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
     os.environ.setdefault(_k, _v)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors on 2 shared cores: a second torch thread made such tests 3-10x slower, not faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> str:
     """A local S3 server for the session, with one bucket; yields its URI query (endpoint and scheme)."""

@@ -13,12 +13,8 @@ P61 = len(speech.PHONES)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on 2 shared cores: a second torch thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_threaded(one_thread):
+    """Small tensors: one torch thread (conftest.one_thread)."""
 
 
 def random_model(gen: torch.Generator, phones: int) -> tuple[decode.Hmm, torch.Tensor]:

@@ -29,12 +29,8 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: on 2 busy cores a second torch thread made these tests 3-10x slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_threaded(one_thread):
+    """Small tensors: one torch thread (conftest.one_thread)."""
 
 
 @pytest.fixture(autouse=True)
