@@ -194,7 +194,8 @@ def quality(frame: pd.DataFrame, teachers: pd.DataFrame, level: float = 0.95) ->
         line = ols(group["teacher_error"].to_numpy(float), group["test_error"].to_numpy(float), level)
         out.append(dict(zip(QUALITY, key, strict=True)) | dict(
             teachers=list(means.index), teacher_errors=[float(known[t]) for t in means.index],
-            student_errors=[float(v) for v in means], monotone=bool((np.diff(means.to_numpy()) >= 0).all())) | line)
+            student_errors=[float(v) for v in means],
+            monotone=bool((np.diff(means.to_numpy()) >= -1e-9).all())) | line)  # equal means (ties) are monotone
     return pd.DataFrame(out)
 
 
