@@ -74,18 +74,11 @@ def fake_cache(root, data_config: DataConfig, splits, transfer, key: str) -> lis
     returns the stand-in member results it was published with."""
     gen = torch.Generator().manual_seed(0)
     sizes = {"transfer": len(transfer.x), "val": len(splits.val_x), "test": len(splits.test_x)}
-    folder, members = cache.cache_paths(root, TEACHER.name)[0], []
+    members = []
     for i in range(TEACHER.members):
         sha = files.sha256(f"synthetic member {i}".encode())
-        chunks = {}
-        for split, n in sizes.items():
-            logits = torch.randn(n, splits.classes, generator=gen).half()
-            payload = files.torch_bytes({"member": sha, "data": files.digest(cache.data_identity(data_config)),
-                                         "index": i, "split": split, "logits": logits})
-            files.write_bytes(folder / cache.chunk_name(i, sha, split), payload)
-            chunks[split] = {"file": cache.chunk_name(i, sha, split), "sha256": files.sha256(payload),
-                             "shape": list(logits.shape), "member": sha}
-        files.write_json(folder / cache.chunk_name(i, sha), chunks)
+        logits = {split: torch.randn(n, splits.classes, generator=gen).half() for split, n in sizes.items()}
+        cache.write_chunks(root, data_config, TEACHER, i, sha, logits)
         members.append({"sha256": sha})
     cache.publish(root, data_config, TEACHER, key, members, splits)
     return members

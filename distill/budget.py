@@ -53,9 +53,8 @@ def data_bytes(splits: data.Splits, transfer: data.TransferSet) -> int:
 def trial(cell: StudentConfig, job: pipeline.Job, splits: data.Splits, transfer: data.TransferSet,
           itemsize: int) -> dict[str, int]:
     """Bytes one trial of `cell` holds on its device, by part."""
-    used = [k for k in ((job.teacher, "transfer"), (job.reference, "test")) if k[0]]  # as pipeline.given
     return {"data": data_bytes(splits, transfer),
-            "logits": sum(logit_bytes(k, splits, transfer, itemsize) for k in used),
+            "logits": sum(logit_bytes(k, splits, transfer, itemsize) for k in pipeline.needs(job)),
             "model": model_bytes(cell, splits), "batch": batch_bytes(cell, splits)}
 
 

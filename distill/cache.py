@@ -147,14 +147,21 @@ def harvest_member(root: Where, data_config: DataConfig, teacher: TeacherConfig,
     """Member `index`'s logits (its weights hash to `sha`) on transfer/val/test: one chunk file per split, then the
     member's record of them (written last: its presence means harvested); returns {split: {"file", "sha256",
     "shape"}}. Runs where the member was trained, right after it, so members harvest while others train."""
+    logits = experiment.harvest(model, splits, transfer, logit_dtype(data_config), batch_size)
+    return write_chunks(root, data_config, teacher, index, sha, logits)
+
+
+def write_chunks(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, sha: str,
+                 logits: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Member `index`'s logits {split: (N, C)} as chunk files, then the member's record of them (written last)."""
     folder = cache_paths(root, teacher.name)[0]
     chunks = {}
-    for split, logits in experiment.harvest(model, splits, transfer, logit_dtype(data_config), batch_size).items():
+    for split, values in logits.items():
         payload = files.torch_bytes({"member": sha, "data": files.digest(data_identity(data_config)), "index": index,
-                                     "split": split, "logits": logits.cpu()})
+                                     "split": split, "logits": values.cpu()})
         files.write_bytes(folder / chunk_name(index, sha, split), payload)
         chunks[split] = {"file": chunk_name(index, sha, split), "sha256": files.sha256(payload),
-                         "shape": list(logits.shape), "member": sha}
+                         "shape": list(values.shape), "member": sha}
     files.write_json(folder / chunk_name(index, sha), chunks)
     return chunks
 

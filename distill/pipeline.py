@@ -142,9 +142,13 @@ def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
     todo = jobs(sweep, root, keys)
     protocol = searched and not sweep.search.per_seed
     first = [j for j in todo if not protocol or searched_first(sweep, j)]
-    logits = {}
-    if any(len(finished(root, j, searched)) < sweep.search.samples for j in first) or protocol:
-        logits = cache.teacher_logits(root, sweep.data, sweep.teachers, uses(todo), keys)
+    formed: dict = {}
+
+    def logits() -> dict:  # formed once, and only if some trial is left to run
+        if not formed:
+            formed.update(cache.teacher_logits(root, sweep.data, sweep.teachers, uses(todo), keys))
+        return formed
+
     done, errored = run_jobs(sweep, root, executor, first, logits, searched, log)
     if protocol:
         choices, fixed = chosen(sweep, first, done, todo, keys, log)
@@ -160,10 +164,11 @@ def students(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
     return frame
 
 
-def run_jobs(sweep: SweepConfig, root: files.Location, executor: Executor, todo: list[Job], logits: dict,
-             searched: bool, log: Log) -> tuple[dict[str, list[dict]], list[dict]]:
-    """Run the trials of `todo` that have not finished (a searched job: until it has `samples` rows); returns
-    every job's finished rows by job id, and the rows of trials that errored."""
+def run_jobs(sweep: SweepConfig, root: files.Location, executor: Executor, todo: list[Job],
+             logits: Callable[[], dict], searched: bool, log: Log) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Run the trials of `todo` that have not finished (a searched job: until it has `samples` rows), with the
+    teachers' mean logits from `logits()`; returns every job's finished rows by job id, and the rows of trials
+    that errored."""
     want = sweep.search.samples if searched else 1
     done = {j.id: finished(root, j, searched) for j in todo}
     pending = [j for j in todo if len(done[j.id]) < want]
@@ -171,7 +176,7 @@ def run_jobs(sweep: SweepConfig, root: files.Location, executor: Executor, todo:
         log(f"students: {len(todo) - len(pending)} of {len(todo)} cells finished before with these settings, kept")
     if not pending:
         return done, []
-    errored = executor.run_students(pending, logits, {j.id: done[j.id] for j in pending}, searched)
+    errored = executor.run_students(pending, logits(), {j.id: done[j.id] for j in pending}, searched)
     return done | {j.id: finished(root, j, searched) for j in pending}, errored  # only jobs that ran have new rows
 
 
@@ -222,15 +227,18 @@ def chosen(sweep: SweepConfig, first: list[Job], done: dict[str, list[dict]], to
     return choices, fixed
 
 
+def needs(job: Job) -> list[tuple[str, str]]:
+    """The (teacher name, split) mean logits a job receives: its teacher's on the transfer set (to learn from) and
+    its reference's on test (to be compared with); nothing else of a teacher reaches it."""
+    return [k for k in ((job.teacher, "transfer"), (job.reference, "test")) if k[0]]
+
+
 def uses(todo: list[Job]) -> dict[str, set[str]]:
-    """Which teachers' mean logits the jobs need, and on which splits: a student learns from its teacher's
-    transfer-set logits and is compared with its reference's test logits; nothing else of a teacher reaches it."""
+    """Which teachers' mean logits the jobs need, and on which splits (`needs`, gathered)."""
     out: dict[str, set[str]] = {}
     for job in todo:
-        if job.teacher:
-            out.setdefault(job.teacher, set()).add("transfer")
-        if job.reference:
-            out.setdefault(job.reference, set()).add("test")
+        for name, split in needs(job):
+            out.setdefault(name, set()).add(split)
     return out
 
 

@@ -92,8 +92,7 @@ def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep:
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     splits, transfer = ray_shared.get(data, device)
-    mine = ray_shared.get_logits(logits, [k for k in ((job.teacher, "transfer"), (job.reference, "test")) if k[0]],
-                                 device)
+    mine = ray_shared.get_logits(logits, pipeline.needs(job), device)
     teacher, reference = pipeline.given(job, mine)
     row = experiment.student_trial(
         cell, splits, transfer, teacher, reference, pipeline.trial_dir(root, job, searched),
