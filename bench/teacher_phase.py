@@ -1,7 +1,8 @@
 """The demo's teacher phase (9 CNN members through Ray Train, then the harvest) with this tree's code against an
 earlier commit's, one after the other in one run, each on a fresh local Ray and a fresh storage directory.
 
-Command:   .venv/bin/python bench/teacher_phase.py [--before 894cf22]     (about 12 minutes on 2 idle cores)
+Command:   .venv/bin/python bench/teacher_phase.py [--before 894cf22] [--after COMMIT]   (about 12 minutes on 2
+           idle cores; --after: a commit instead of this working tree, e.g. while the tree is being edited)
 Measures:  wall seconds of `python -m distill teachers sweeps/demo.py` (the earlier commit's sweep file, 9 CNN
            members, for both) for each code version (the earlier one from a git worktree, imported through
            PYTHONPATH, which Ray's workers inherit), the members' test errors, and how many members trained at once
@@ -42,24 +43,32 @@ def phase(code: Path, sweep: Path, storage: Path) -> dict:
             "most_at_once": at_once, "load": load()}
 
 
+def worktree(commit: str) -> Path:
+    tree = Path(tempfile.mkdtemp(prefix=f"distill-{commit}-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=REPO, check=True, capture_output=True)
+    return tree
+
+
 def main() -> None:
     parser = arguments("teacher_phase", __doc__)
     parser.add_argument("--before", default="894cf22", help="the earlier commit to compare with")
+    parser.add_argument("--after", default=None, help="the commit to measure (default: this working tree)")
     args = parser.parse_args()
-    old = Path(tempfile.mkdtemp(prefix="distill-before-")) / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(old), args.before], cwd=REPO, check=True,
-                   capture_output=True)
+    old = worktree(args.before)
+    new = worktree(args.after) if args.after else REPO
     try:
         # Both run the earlier commit's demo sweep (9 CNN members): the same work, two code versions.
         sweep = old / "sweeps" / "demo.py"
         before = phase(old, sweep, Path(tempfile.mkdtemp(prefix="distill-teachers-before-")))
-        after = phase(REPO, sweep, Path(tempfile.mkdtemp(prefix="distill-teachers-after-")))
+        after = phase(new, sweep, Path(tempfile.mkdtemp(prefix="distill-teachers-after-")))
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
+        for tree in {old, new} - {REPO}:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
     ratio = after["seconds"] / before["seconds"]
     print(f"before ({args.before}): {before['seconds']:.0f} s; now: {after['seconds']:.0f} s "
           f"({after['most_at_once']} members at once); ratio {ratio:.2f} (target <= 0.6)")
-    save(args.out, {"before_commit": args.before, "before": before, "after": after, "ratio": ratio},
+    save(args.out, {"before_commit": args.before, "after_commit": args.after or "working tree", "before": before,
+                    "after": after, "ratio": ratio},
          " ".join(["bench/teacher_phase.py", *sys.argv[1:]]))
 
 

@@ -3,6 +3,7 @@
 Layout under a sweep's directory:
     teachers/<teacher>/member-<i>/model.pt      final weights (written atomically)
     teachers/<teacher>/member-<i>/result.json   val/test error, config, sha256 of model.pt: the "done" mark
+    teachers/<teacher>/member-<i>/state-<id>.pt checkpoint while it trains (id: its identity), then removed
     cache/<teacher>/member-<i>-<w>-<split>.pt   {"member", "data", "index", "split", "logits": (N, C)}: member i
                                                 (weights hash w) on one split (transfer, val, test), fp16 when
                                                 DataConfig.compact; harvested right after the member trained
@@ -66,6 +67,13 @@ def member_result(root: Where, data_config: DataConfig, teacher: TeacherConfig, 
     return result, ""
 
 
+def member_state(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int) -> Location:
+    """Member `index`'s checkpoint while it trains, named by its identity: a restart resumes only a member
+    trained with the same settings. Removed once the member is saved."""
+    identity = files.digest(member_identity(data_config, teacher, index))[:16]
+    return member_dir(root, teacher.name, index) / f"state-{identity}.pt"
+
+
 def differences(old: dict, new: dict) -> list[str]:
     """The flattened keys whose values differ: {'a': {'b': 1}} vs {'a': {'b': 2}} -> ['a.b']."""
     old, new = experiment.flatten(old), experiment.flatten(new)
@@ -85,6 +93,7 @@ def save_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, in
               "seconds": fitted.seconds, "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
               "resumed_from": fitted.resumed_from, "started_at": fitted.started_at, "finished_at": time.time()}
     files.write_json(d / "result.json", result)  # written last: its presence means "done"
+    files.remove(member_state(root, data_config, teacher, index))
     return result
 
 
@@ -205,7 +214,8 @@ def publish(root: Where, data_config: DataConfig, teacher: TeacherConfig, k: str
 
 
 def scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
-    """val/test error (and PER for speech) of logits {split: (N, C)}."""
+    """val/test error of logits {split: (N, C)}, and for speech the decoded PER (weights chosen on val) and the
+    other speech scores of `experiment.speech_scores`."""
     out = {f"{s}_error": error(v, splits.split(s)[1].to(v.device)) for s, v in logits.items()}
     device = splits.test_y.device
     return out | experiment.speech_scores(splits, {s: v.to(device) for s, v in logits.items()})

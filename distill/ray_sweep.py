@@ -3,8 +3,9 @@
 The pipeline (`distill.pipeline`) decides what runs; this module only places it on the cluster. With
 `search.samples == 1` every pending job trains once with its config's settings, all in one Tune grid (as many
 at once as the resources allow, no early stopping: every cell is a point on a curve). With more samples,
-Optuna searches lr / momentum / weight decay within each cell (one Tuner per cell, since Optuna cannot search
-inside a grid; warm-started with the cell's finished trials after an interruption) and ASHA stops poor trials.
+Optuna searches lr / momentum / weight decay / dropout within each cell (all cells in one Tuner, each with its
+own search and its own ASHA, `distill.ray_search`; warm-started with the cell's finished trials after an
+interruption) and ASHA stops poor trials.
 
 Each trial is `distill.experiment.student_trial` in its own directory of the sweep's storage (local or a
 bucket), where a retry on any node finds its checkpoint and where it writes its row; Tune hears only each
@@ -17,13 +18,10 @@ from __future__ import annotations
 
 import time
 
-import optuna
 import torch
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from distill import experiment, files, pipeline, ray_shared, ray_teachers
+from distill import experiment, files, pipeline, ray_search, ray_shared, ray_teachers
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
@@ -72,16 +70,13 @@ class Executor:
             grid = tuner(trainable, f"students-{stamp}", storage, {"job": tune.grid_search([j.id for j in jobs])},
                          sweep, None, Progress(len(jobs))).fit()
             return ended(grid, {j.id: j for j in jobs}, self.root)
-        errored = []
-        for i, job in enumerate(jobs):
-            optuna_search = searcher(sweep, done[job.id], job.cell.target)
-            left = sweep.search.samples - len(done[job.id])
-            progress = Progress(left, prefix=f"cell {i + 1}/{len(jobs)}: ")
-            grid = tuner(trainable, f"students-{stamp}-{job.id}", storage, {"job": job.id}, sweep, optuna_search,
-                         progress, left).fit()
-            errored += ended(grid, {job.id: job}, self.root)
-            self.log(f"cell {i + 1}/{len(jobs)} done: {job.id}")
-        return errored
+        # Every cell's search in one Tuner: the cores stay busy across cells (`ray_search`).
+        left = {j.id: sweep.search.samples - len(done[j.id]) for j in jobs if sweep.search.samples > len(done[j.id])}
+        search_alg = ray_search.Cells({j.id: ray_search.optuna_search(sweep, done[j.id], j.cell.target)
+                                       for j in jobs if j.id in left}, left)
+        grid = tuner(trainable, f"students-{stamp}-search", storage, {}, sweep, search_alg,
+                     Progress(sum(left.values())), sum(left.values())).fit()
+        return ended(grid, {j.id: j for j in jobs}, self.root)
 
 
 def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep: SweepConfig, root: str) -> None:
@@ -142,23 +137,8 @@ class Progress(tune.Callback):
         print(f"{self.prefix}students: {self.done}/{self.total} trials finished{best}", flush=True)
 
 
-def searcher(sweep: SweepConfig, done: list[dict], target: str) -> OptunaSearch:
-    """Optuna over the cell's ranges (`pipeline.space`), told the scores of the cell's trials that finished before."""
-    s = sweep.search
-    dist = optuna.distributions
-    ranges = {"lr": s.lr and dist.FloatDistribution(*s.lr, log=True),
-              "momentum": s.momentum and dist.FloatDistribution(*s.momentum),
-              "weight_decay": s.weight_decay and dist.FloatDistribution(*s.weight_decay, log=True),
-              "dropout": s.dropout and dist.FloatDistribution(*s.dropout)}
-    space = {k: ranges[k] for k in pipeline.space(sweep, target)}
-    points = [pipeline.setting(row, list(space)) for row in done]
-    rewards = [row["val_error"] if row.get("status") == "ok" else 1.0 for row in done]
-    return OptunaSearch(space=space, metric="val_error", mode="min", seed=len(done),
-                        points_to_evaluate=points or None, evaluated_rewards=rewards or None)
-
-
-def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: SweepConfig, search: OptunaSearch | None,
-          progress: Progress, samples: int = 1) -> tune.Tuner:
+def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: SweepConfig,
+          search: ray_search.Cells | None, progress: Progress, samples: int = 1) -> tune.Tuner:
     """A fresh Tuner per invocation: what finished before is already on disk, and an interrupted trial resumes
     from its own checkpoint, so Tune's pickled experiment state is never restored."""
     # reuse_actors: a finished trial's process takes the next trial (no new process importing torch).
@@ -166,9 +146,7 @@ def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: Swe
     if search is not None:
         config = tune.TuneConfig(
             num_samples=samples, max_concurrent_trials=sweep.search.concurrency, search_alg=search,
-            reuse_actors=True, scheduler=ASHAScheduler(
-                metric="val_error", mode="min", time_attr="training_iteration",
-                grace_period=sweep.search.grace_epochs, max_t=sweep.student.train.epochs + 1))
+            reuse_actors=True, scheduler=ray_search.CellAsha(sweep.search.grace_epochs, sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
         name=name, storage_path=str(storage), verbose=1, callbacks=[progress],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries)))

@@ -1,104 +1,151 @@
 """Ray Train adapter: train teacher members in parallel, and harvest their logits.
 
-Each member is its own Ray Train run (a TorchTrainer with `workers` data-parallel workers) that
-checkpoints every epoch and, when a worker dies, restarts from its last checkpoint. Members run
-concurrently, each driven by a task that holds no resources, as many at once as the cluster's resources fit
-(one GPU each on a GPU cluster); the data reach the workers by reference, never inside the pickled
-`train_loop_config`. Each member harvests its logits in its rank-0 worker as soon as it has trained. Which
-members are pending and which caches are stale is the pipeline's decision (`distill.pipeline`); the training
-itself is `distill.experiment`; this module only places them on the cluster.
+Members train in *slots*: each slot is one Ray Train run (a TorchTrainer with a member's `workers`
+data-parallel workers) whose workers train one member after another, each taking the next pending member from
+a shared queue. Starting a worker group costs 16-20 s here, a third of a small member's training: a slot pays
+it once, not once per member. As many slots run at once as the cluster's resources fit (one GPU each on a GPU
+cluster); the data reach the workers by reference, never inside the pickled `train_loop_config`. Every member
+checkpoints every epoch to a file of its own (named by its identity), so a restarted worker group, a retried
+slot or a new job resumes each member where it stopped. Each member harvests its logits in its rank-0 worker as
+soon as it has trained. Which members are pending and which caches are stale is the pipeline's decision
+(`distill.pipeline`); the training itself is `distill.experiment`; this module only places them on the cluster.
 """
 
 from __future__ import annotations
 
-import tempfile
+import time
+import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 
 from distill import cache, experiment, files, ray_shared
 from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
 
-
-def member_loop(config: dict) -> None:
-    """One Ray Train worker of one member: shard, train (resuming from the last checkpoint), save.
-    `config["data"]` is a one-element list holding the data's object reference: a list, so that neither Ray
-    nor Train resolves it into the config that is pickled into the controller and every worker."""
-    teacher: TeacherConfig = config["teacher"]
-    index: int = config["index"]
-    torch.set_num_threads(max(1, int(teacher.cpus_per_worker)))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    splits, transfer = ray_shared.get(config["data"][0], get_device())
-    resume = None
-    if (checkpoint := ray.train.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as d:
-            resume = files.torch_load(Path(d) / "state.pt", map_location=get_device())  # weights only
-
-    def report(row: dict, state: Callable[[], dict]) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            saved = None
-            if rank == 0:
-                torch.save(state(), Path(d) / "state.pt")
-                saved = Checkpoint.from_directory(d)
-            ray.train.report(row, checkpoint=saved)
-
-    # prepare_model wraps in DDP only with 2+ workers, and places the model on the worker's device.
-    model, result = experiment.train_member(teacher, index, splits, transfer, report, resume, prepare_model, rank,
-                                            world)
-    if rank == 0:  # the member harvests its own logits here, while other members still train
-        saved = cache.save_member(config["root"], config["data_config"], teacher, index, model, splits, result)
-        cache.harvest_member(config["root"], config["data_config"], teacher, index, model, saved["sha256"], splits,
-                             transfer)
+Member = tuple[TeacherConfig, int]
 
 
 @ray.remote(num_cpus=0)
-def member_run(teacher: TeacherConfig, index: int, data: list, root: str, data_config: DataConfig,
-               retries: int) -> None:
-    """Drive one member's TorchTrainer. Holds no resources (its Train controller holds none either), so a member
-    waiting on its workers never keeps them from starting; if its process dies, Ray runs it again and the Train
-    run, named by the member's identity, resumes from its last checkpoint (never from a checkpoint of other
-    settings)."""
-    identity = files.digest(cache.member_identity(data_config, teacher, index))[:8]
+class Queue:
+    """The pending members, handed out to slots: every worker of a slot asking for its n-th member gets the same
+    answer, and so does the slot restarted (its finished members are then skipped: their results exist)."""
+
+    def __init__(self, pending: list[Member]):
+        self.pending, self.given, self.finished = list(pending), {}, []
+
+    def claim(self, slot: int, n: int) -> Member | None:
+        if (slot, n) not in self.given:
+            self.given[slot, n] = self.pending.pop(0) if self.pending else None
+        return self.given[slot, n]
+
+    def finish(self, teacher: str, index: int, test_error: float) -> None:
+        self.finished.append((teacher, index, test_error))
+
+    def progress(self) -> tuple[list, dict[int, Member | None]]:
+        """(members finished so far, each slot's latest claim)."""
+        latest = {}
+        for (slot, _), member in sorted(self.given.items(), key=lambda item: item[0]):
+            latest[slot] = member
+        return list(self.finished), latest
+
+
+def slot_loop(config: dict) -> None:
+    """One Ray Train worker of one slot: train members from the queue until it is empty. `config["data"]` is a
+    one-element list holding the data's object reference: a list, so that neither Ray nor Train resolves it
+    into the config that is pickled into the controller and every worker."""
+    queue, slot, root, data_config = config["queue"], config["slot"], config["root"], config["data_config"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    splits, transfer = ray_shared.get(config["data"][0], get_device())
+    n = 0
+    while (member := ray.get(queue.claim.remote(slot, n))) is not None:
+        n += 1
+        teacher, index = member
+        if cache.member_result(root, data_config, teacher, index)[0] is not None:
+            continue  # trained before this slot restarted
+        torch.set_num_threads(max(1, int(teacher.cpus_per_worker)))
+        test_error = train_member(teacher, index, splits, transfer, root, data_config, rank, world)
+        if rank == 0:
+            queue.finish.remote(teacher.name, index, test_error)
+
+
+def train_member(teacher: TeacherConfig, index: int, splits, transfer, root: str, data_config: DataConfig,
+                 rank: int, world: int) -> float:
+    """Train one member on this worker (resuming from its checkpoint file), then on rank 0 save and harvest it
+    while other slots still train. Returns its test error."""
+    state = cache.member_state(root, data_config, teacher, index)
+    resume = files.torch_load(state, map_location=get_device()) if state.exists() else None  # weights only
+
+    def report(row: dict, get_state: Callable[[], dict]) -> None:
+        if rank == 0:
+            files.write_bytes(state, files.torch_bytes(get_state()))
+        ray.train.report(row)
+
+    # prepare_model wraps in DDP only with 2+ workers, and places the model on the worker's device.
+    model, fitted = experiment.train_member(teacher, index, splits, transfer, report, resume, prepare_model, rank,
+                                            world)
+    if rank != 0:
+        return float("nan")
+    saved = cache.save_member(root, data_config, teacher, index, model, splits, fitted)
+    cache.harvest_member(root, data_config, teacher, index, model, saved["sha256"], splits, transfer)
+    return saved["test_error"]
+
+
+@ray.remote(num_cpus=0)
+def slot_run(slot: int, queue, scaling: tuple[int, float, float], data: list, root: str, data_config: DataConfig,
+             storage: str, retries: int) -> None:
+    """Drive one slot's TorchTrainer. Holds no resources (its Train controller holds none either), so a slot
+    waiting on its workers never keeps them from starting; if its process dies, Ray runs it again and the
+    slot's members resume from their checkpoint files."""
+    workers, cpus, gpus = scaling
     trainer = TorchTrainer(
-        member_loop,
-        train_loop_config={"teacher": teacher, "index": index, "data": data, "root": root, "data_config": data_config},
-        scaling_config=ScalingConfig(
-            num_workers=teacher.workers, use_gpu=teacher.gpus_per_worker > 0,
-            resources_per_worker={"CPU": teacher.cpus_per_worker, "GPU": teacher.gpus_per_worker}),
-        run_config=RunConfig(
-            name=f"{teacher.name}-member-{index}-{identity}", storage_path=str(files.location(root) / "ray"),
-            failure_config=FailureConfig(max_failures=retries), checkpoint_config=CheckpointConfig(num_to_keep=1)))
+        slot_loop,
+        train_loop_config={"queue": queue, "slot": slot, "data": data, "root": root, "data_config": data_config},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                     resources_per_worker={"CPU": cpus, "GPU": gpus}),
+        # A fresh name each time: Ray resumes a run whose name and storage it finds (members resume from their
+        # own files instead, which outlive any one run).
+        run_config=RunConfig(name=f"members-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}-slot-{slot}",
+                             storage_path=storage, failure_config=FailureConfig(max_failures=retries)))
     trainer.fit()
 
 
-def train_members(sweep: SweepConfig, root: files.Location, pending: list[tuple[TeacherConfig, int]], data,
+def train_members(sweep: SweepConfig, root: files.Location, pending: list[Member], data,
                   log: Callable[[str], None] = print, retries: int = 3) -> None:
-    """Train the pending members through Ray Train, as many at once as the cluster fits (`concurrency`, or the
-    sweep's teacher_concurrency): a member starts as soon as another finishes."""
-    limit = sweep.teacher_concurrency or concurrency(pending)
-    queue, running, failed, done = list(pending), {}, [], 0
-    while queue or running:
-        # Exactly as many as can train: one more queued behind them (its controller up early) was slower here,
-        # 438 s against 353 s for the demo's 9 members on 2 CPUs: its processes took CPU from the training ones.
-        while queue and len(running) < limit:
-            teacher, i = queue.pop(0)
-            running[member_run.remote(teacher, i, [data], str(root), sweep.data, retries)] = (teacher, i)
-        finished, _ = ray.wait(list(running), num_returns=1)
-        teacher, i = running.pop(finished[0])
-        done += 1
-        try:
-            ray.get(finished[0])
-            log(f"teacher {teacher.name}[{i}]: trained ({done}/{len(pending)})")
-        except ray.exceptions.RayError as e:
-            failed.append(f"{teacher.name}[{i}]: {(str(e).strip().splitlines() or ['unknown error'])[-1]}")
-            log(f"teacher {failed[-1]} ({done}/{len(pending)})")
+    """Train the pending members through Ray Train in as many slots as the cluster fits (`concurrency`, or the
+    sweep's teacher_concurrency), members of the same resources sharing slots; those of other resources
+    (workers, CPUs, GPUs per worker) train in slots of their own afterwards."""
+    groups: dict[tuple, list[Member]] = {}
+    for teacher, i in pending:
+        groups.setdefault((teacher.workers, teacher.cpus_per_worker, teacher.gpus_per_worker), []).append((teacher, i))
+    failed, done = [], 0
+    for scaling, members in groups.items():
+        queue, shown = Queue.remote(members), 0
+        runs = {slot_run.remote(s, queue, scaling, [data], str(root), sweep.data, str(files.location(root) / "ray"),
+                                retries): s
+                for s in range(min(len(members), sweep.teacher_concurrency or concurrency(members)))}
+        while runs:
+            finished, _ = ray.wait(list(runs), num_returns=1, timeout=2)
+            trained, latest = ray.get(queue.progress.remote())
+            for name, i, test_error in trained[shown:]:
+                done += 1
+                log(f"teacher {name}[{i}]: trained, test error {test_error:.4f} ({done}/{len(pending)})")
+            shown = len(trained)
+            for ref in finished:
+                slot = runs.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayError as e:  # its member in training failed every retry
+                    teacher, i = latest.get(slot) or (None, None)
+                    who = f"{teacher.name}[{i}]" if teacher is not None else f"slot {slot}"
+                    failed.append(f"{who}: {(str(e).strip().splitlines() or ['unknown error'])[-1]}")
+                    log(f"teacher {failed[-1]}")
+        ray.kill(queue)
     if failed:
         raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
 

@@ -22,7 +22,7 @@ LAYERS = [
     ["pipeline", "report"],
     ["budget", "local"],
     ["ray_shared"],
-    ["ray_teachers"],
+    ["ray_search", "ray_teachers"],
     ["ray_sweep"],
     ["__main__"],
 ]

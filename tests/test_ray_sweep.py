@@ -96,11 +96,13 @@ def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_local, 
     assert frame.loc["labels", "status"] == "ok" and frame.loc["labels", "test_error"] < 0.5
 
 
-def test_optuna_searches_the_learning_rate_within_a_cell(ray_local, tmp_path):
-    sweep = dataclasses.replace(LABELS_ONLY, search=SearchConfig(samples=3, lr=(1e-3, 1e-1), grace_epochs=2,
-                                                                 concurrency=2))
+def test_optuna_searches_the_learning_rate_within_each_cell_in_one_tuner(ray_local, tmp_path):
+    sweep = dataclasses.replace(LABELS_ONLY, hidden=(16, 32), search=SearchConfig(samples=3, lr=(1e-3, 1e-1),
+                                                                                  grace_epochs=2, concurrency=2))
     splits, transfer = experiment.prepare(sweep.data)
     frame = pipeline.students(sweep, tmp_path, ray_sweep.Executor(sweep, tmp_path, splits, transfer), print)
-    assert len(frame) == 3
-    assert frame["train.lr"].between(1e-3, 1e-1).all() and frame["train.lr"].nunique() == 3
+    # Each cell (H=16, H=32) got its own 3 samples, all from one Tuner.
+    assert sorted(frame["hidden"]) == [16, 16, 16, 32, 32, 32]
+    assert len(list((tmp_path / "ray").glob("students-*-search"))) == 1
+    assert frame["train.lr"].between(1e-3, 1e-1).all() and frame["train.lr"].nunique() == 6
     assert set(frame["status"]) <= {"ok", "stopped"} and "ok" in set(frame["status"])

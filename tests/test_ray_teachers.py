@@ -1,11 +1,10 @@
-"""Ray Train teachers: a killed worker resumes from its checkpoint, a re-run retrains and re-harvests
-nothing, and a corrupt or mismatched logit cache is refused."""
+"""Ray Train teachers: members share slots (one worker group trains several), a killed worker resumes from
+its member's checkpoint, a re-run retrains and re-harvests nothing, and a corrupt or mismatched logit cache is
+refused."""
 
 import dataclasses
-import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import session_processes
@@ -17,25 +16,16 @@ from distill.train import TrainConfig
 
 pytestmark = pytest.mark.ray
 EPOCHS = 30  # about 0.3 s each: long enough to kill the workers mid-training
-# One CPU per worker: on the 2-CPU instance both members' workers fit only if nothing else holds a CPU.
-TEACHER = TeacherConfig(name="ecnn", arch="cnn", members=2, arch_args={"channels": (8,), "hidden": (32,), "kernel": 3},
+# One CPU per worker: on the 2-CPU instance two slots' workers fit only if nothing else holds a CPU; the
+# third member waits for a slot.
+TEACHER = TeacherConfig(name="ecnn", arch="cnn", members=3, arch_args={"channels": (8,), "hidden": (32,), "kernel": 3},
                         train=TrainConfig(lr=0.05, batch_size=32, epochs=EPOCHS), cpus_per_worker=1)
 SWEEP = SweepConfig(name="teachers-test", data=DataConfig(name="digits", val_size=200, views=3), teachers=(TEACHER,))
 
 
-def registered_checkpoint(run: Path) -> bool:
-    """Whether Ray Train has registered a checkpoint of this run (a folder on disk alone is not enough:
-    the controller collects reports every few seconds, and a restart resumes from registered ones only)."""
-    snapshot = run / "checkpoint_manager_snapshot.json"
-    try:
-        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
-    except (FileNotFoundError, json.JSONDecodeError):  # not yet written, or caught mid-write (Ray does not rename)
-        return False
-
-
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
-    """Train the 2-member ensemble through Ray Train, killing the members' workers once mid-training."""
+    """Train the 3-member ensemble through Ray Train, killing the first two members' workers once mid-training."""
     root = tmp_path_factory.mktemp("teachers")
     splits, transfer = experiment.prepare(SWEEP.data)
     logs: list[str] = []
@@ -46,8 +36,7 @@ def trained(ray_local, tmp_path_factory):
     deadline = time.time() + 300
     while not killed and run.is_alive() and time.time() < deadline:
         # Kill once both members have a checkpoint: from then on a restart must resume, not start over.
-        runs = [next((root / "ray").glob(f"ecnn-member-{i}-*"), None) for i in range(2)]  # named by identity
-        if all(r is not None and registered_checkpoint(r) for r in runs):
+        if all(cache.member_state(root, SWEEP.data, TEACHER, i).exists() for i in range(2)):
             for worker in session_processes(ray_local, "RayTrainWorker"):
                 killed.append(worker.pid)
                 worker.kill()
@@ -58,19 +47,27 @@ def trained(ray_local, tmp_path_factory):
 
 def test_ensemble_finishes_after_a_worker_is_killed(trained):
     root, _, _, killed, logs = trained
-    assert len(killed) == 2, f"expected one Ray Train worker per member to kill, found {killed}"
-    results = [cache.member_result(root, SWEEP.data, TEACHER, i)[0] for i in range(2)]
+    assert len(killed) == 2, f"expected one Ray Train worker per slot to kill, found {killed}"
+    results = [cache.member_result(root, SWEEP.data, TEACHER, i)[0] for i in range(3)]
     assert all(r is not None and r["epochs"] == EPOCHS for r in results), logs
-    # Each member resumed from a checkpoint (epoch >= 1): none started over.
-    assert all(r["resumed_from"] >= 1 for r in results), results
+    # The killed members resumed from their checkpoints (epoch >= 1): neither started over. Their checkpoint
+    # files are gone once they are saved.
+    assert all(r["resumed_from"] >= 1 for r in results[:2]), results
+    assert not list(root.glob("teachers/ecnn/member-*/state-*.pt"))
     manifest = cache.files.read_json(root / "cache" / "ecnn.json")
     assert manifest["ensemble"]["test_error"] < 0.2
-    assert len(manifest["members"]) == 2
+    assert len(manifest["members"]) == 3
+
+
+def test_members_share_slots(trained):
+    # Two slots (one Ray Train run each) trained the three members: the third did not start a worker group.
+    root = trained[0]
+    assert len(list((root / "ray").glob("members-*-slot-*"))) == 2
 
 
 def test_two_members_train_at_once_on_two_cpus(trained):
     root = trained[0]
-    (a, b) = [cache.member_result(root, SWEEP.data, TEACHER, i)[0] for i in range(2)]
+    (a, b) = [cache.member_result(root, SWEEP.data, TEACHER, i)[0] for i in range(2)]  # one in each slot
     # Each member's (last) run of fit, from its start to its result: the two intervals overlap.
     assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], (a, b)
 
@@ -82,7 +79,7 @@ def test_second_run_retrains_and_reharvests_nothing(trained):
     pipeline.teachers(SWEEP, root, ray_sweep.Executor(SWEEP, root, splits, transfer, logs.append), logs.append)
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "ray" not in p.parts}
     assert before == after
-    assert any("2 members finished before with these settings, not retrained" in line for line in logs)
+    assert any("3 members finished before with these settings, not retrained" in line for line in logs)
     assert any("not harvested again" in line for line in logs)
 
 
