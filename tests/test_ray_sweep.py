@@ -104,5 +104,7 @@ def test_optuna_searches_the_learning_rate_within_each_cell_in_one_tuner(ray_loc
     # Each cell (H=16, H=32) got its own 3 samples, all from one Tuner.
     assert sorted(frame["hidden"]) == [16, 16, 16, 32, 32, 32]
     assert len(list((tmp_path / "ray").glob("students-*-search"))) == 1
-    assert frame["train.lr"].between(1e-3, 1e-1).all() and frame["train.lr"].nunique() == 6
+    assert frame["train.lr"].between(1e-3, 1e-1).all()
+    # Three settings per cell; each cell's search is seeded alike, so both cells try the same candidates.
+    assert (frame.groupby("hidden")["train.lr"].nunique() == 3).all()
     assert set(frame["status"]) <= {"ok", "stopped"} and "ok" in set(frame["status"])
