@@ -27,9 +27,17 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
         s.add_argument("--data-root", help="data directory of the torchvision data sets, or your TIMIT copy "
                        "(overrides the sweep's)")
+        s.add_argument("--verbose", action="store_true", help="Ray's worker logs and Tune's tables on the console "
+                       "too (by default they go to Ray's log folder, named in one line)")
     r = sub.add_parser("report", help="capacity curves, tables and fits of a finished sweep",
                        description="write report.md and PNG figures beside a sweep's results")
     r.add_argument("results_dir", help="the directory (or s3://... URI) a sweep wrote (it holds results.parquet)")
+    e = sub.add_parser("export", help="the best student by val error as safetensors, ONNX and a model card",
+                       description="write the chosen trial's model.safetensors, model.onnx and model.json")
+    e.add_argument("results_dir", help="the directory (or s3://... URI) a sweep wrote (it holds results.parquet)")
+    e.add_argument("--where", help="which trials to choose from: a pandas query over the results' columns, e.g. "
+                   "\"target == 'mimic' and hidden == 1024\" (default: all)")
+    e.add_argument("--out", help="where the files go (default RESULTS_DIR/export/<trial>)")
     return p
 
 
@@ -54,6 +62,11 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from distill import report
 
         return report.main(args.results_dir)
+    if args.command == "export":
+        from distill import export
+
+        export.main(args.results_dir, args.where, args.out)
+        return 0
     from distill import budget, experiment, pipeline, preflight
     from distill.config import load_sweep
 
@@ -79,7 +92,8 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         from distill import ray_sweep
 
-        executor = ray_sweep.Executor(sweep, root, splits, transfer, print, address)  # starts Ray when first used
+        # Starts Ray when first used.
+        executor = ray_sweep.Executor(sweep, root, splits, transfer, print, address, args.verbose)
     frame = pipeline.run(sweep, root, executor, args.command, print, ["distill", *argv])
     if frame is not None:
         print(summary(frame))

@@ -19,8 +19,12 @@ The manifest, written last, commits a harvest.
 
 from __future__ import annotations
 
+import functools
+import io
+import os
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +32,7 @@ from distill import data, experiment, files, models
 from distill.config import DataConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.files import Location, Where
-from distill.teachers import parse
+from distill.teachers import member_files, parse
 from distill.train import Fit, error, infer
 
 
@@ -38,16 +42,61 @@ def member_dir(root: Where, teacher: str, index: int) -> Location:
 
 def data_identity(config: DataConfig) -> dict:
     """What decides the data a net learns from and is scored on: everything but where the files lie (moving
-    the data, or mounting it elsewhere on a node, changes nothing)."""
-    return {k: v for k, v in to_dict(config).items() if k != "root"}
+    the data, or mounting it elsewhere on a node, changes nothing). For `npz` the root is the data file itself,
+    so it stays: another file is other data (a file rewritten in place is not seen: give new data a new name)."""
+    return {k: v for k, v in to_dict(config).items() if k != "root" or config.name == "npz"}
 
 
-def member_identity(data_config: DataConfig, teacher: TeacherConfig, index: int) -> dict:
+def member_identity(data_config: DataConfig, teacher: TeacherConfig, index: int, sha: str | None = None) -> dict:
     """What decides member `index`'s weights: the data, the architecture, its training and seed, and how it is
-    sharded (workers). Not its name, the ensemble's size or the resources it ran on."""
+    sharded (workers). Not its name, the ensemble's size or the resources it ran on.
+
+    A member made elsewhere (`source`: weights or logits) is decided by its file's content instead of training:
+    the sha256 of member `index`'s file (`sha`, if the caller read it already), not its path."""
     net = {k: v for k, v in to_dict(teacher).items()
-           if k not in ("name", "members", "cpus_per_worker", "gpus_per_worker")}
-    return {"data": data_identity(data_config), "teacher": net, "index": index}
+           if k not in ("name", "members", "cpus_per_worker", "gpus_per_worker", "weights", "logits")}
+    kind = source(teacher)
+    if kind == "trained":
+        return {"data": data_identity(data_config), "teacher": net, "index": index}
+    # Nothing of distill's training decides an imported net; logits need no net at all.
+    net = {} if kind == "logits" else {k: net[k] for k in ("arch", "arch_args")}
+    sha = sha or file_sha256(member_file(teacher, index))
+    return {"data": data_identity(data_config), "teacher": net, "index": index, f"{kind}_sha256": sha}
+
+
+def source(teacher: TeacherConfig) -> str:
+    """'trained' (distill trains the members), 'weights' (it loads each member's weights) or 'logits' (it is
+    given each member's logits)."""
+    return "weights" if teacher.weights is not None else "logits" if teacher.logits is not None else "trained"
+
+
+def member_file(teacher: TeacherConfig, index: int) -> str:
+    """Member `index`'s weights or logits file of a teacher made elsewhere (`TeacherConfig.weights`/`logits`)."""
+    kind = source(teacher)
+    return member_files(getattr(teacher, kind), teacher.members, f"TeacherConfig(name={teacher.name!r}).{kind}")[index]
+
+
+def read_file(path: str, what: str) -> bytes:
+    where = files.location(path)
+    if not where.exists() or where.is_dir():
+        raise UserError(f"{what} file {path} does not exist: fix the path in the sweep file")
+    return where.read_bytes()
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a member's file, read again only when its size or time changed (each phase asks for every
+    member's identity, and a ResNet's weights are tens of megabytes, maybe in a bucket)."""
+    where = files.location(path)
+    if not where.exists():
+        raise UserError(f"teacher file {path} does not exist: fix the path in the sweep file")
+    info = where.fs.get_file_info(where.path) if where.remote else os.stat(where.path)
+    stamp = (info.size, info.mtime) if where.remote else (info.st_size, info.st_mtime_ns)
+    return _sha256(str(where), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, stamp: tuple) -> str:
+    return files.sha256(files.location(path).read_bytes())
 
 
 def member_result(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int) -> tuple[dict | None, str]:
@@ -57,8 +106,9 @@ def member_result(root: Where, data_config: DataConfig, teacher: TeacherConfig, 
     if not (d / "result.json").exists():
         return None, "not trained yet"
     result = files.read_json(d / "result.json")
-    weights = d / "model.pt"
-    if not weights.exists() or files.sha256(weights.read_bytes()) != result.get("sha256"):
+    weights = d / "model.pt"  # a teacher given as logits has none: its chunks are verified as they are read
+    damaged = not weights.exists() or files.sha256(weights.read_bytes()) != result.get("sha256")
+    if source(teacher) != "logits" and damaged:
         raise UserError(f"teacher member {d} is damaged (model.pt missing or does not match result.json): "
                         f"delete {d} and run `distill teachers` again to retrain it")
     changed = differences(result.get("identity", {}), member_identity(data_config, teacher, index))
@@ -102,6 +152,105 @@ def load_member(root: Where, teacher: TeacherConfig, index: int, splits: data.Sp
     state = files.torch_load(member_dir(root, teacher.name, index) / "model.pt")
     model.load_state_dict(state)
     return model.to(splits.train_x.device)
+
+
+def check_member(teacher: TeacherConfig, index: int, splits: data.Splits,
+                 transfer: data.TransferSet) -> tuple[bytes, nn.Module | dict[str, torch.Tensor]]:
+    """Member `index` of a teacher made elsewhere, read and checked against the data before any work: (its file's
+    bytes, the net with its weights loaded on the data's device, or its logits {split: (N, C)} fp32). A file that
+    does not fit (other keys or shapes, another class or row count) is a one-line UserError."""
+    path, kind = member_file(teacher, index), source(teacher)
+    payload = read_file(path, f"teacher {teacher.name!r} member {index}'s {kind}")
+    if kind == "logits":
+        return payload, read_logits(teacher, path, payload, splits, transfer)
+    state = files.load_tensors(payload, path)  # weights_only: a file that would run code is refused
+    model = experiment.build_member(teacher, index, splits)  # its outputs are checked to be (N, classes)
+    load_weights(model, state, path, teacher.arch)
+    return payload, model.to(splits.train_x.device)
+
+
+def load_weights(model: nn.Module, state, path: str, arch: str) -> None:
+    """`state` (a state dict) into `model`, or one line on what does not fit: missing or unexpected keys, shapes."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        checkpoint = isinstance(state, dict) and "state_dict" in state
+        hint = " (a checkpoint: save its 'state_dict' entry alone)" if checkpoint else ""
+        raise UserError(f"weights file {path} holds a {type(state).__name__} that is not a state dict{hint}: save "
+                        "torch.save(model.state_dict(), path)")
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} (the net's is {tuple(v.shape)})" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    wrong = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("tensors of another shape", shapes))
+             if keys]
+    if wrong:
+        raise UserError(f"weights file {path} does not fit architecture {arch!r}: {', '.join(wrong)}: save the "
+                        "state_dict() of the net that arch and arch_args build")
+    model.load_state_dict(state)
+
+
+def read_logits(teacher: TeacherConfig, path: str, payload: bytes, splits: data.Splits,
+                transfer: data.TransferSet) -> dict[str, torch.Tensor]:
+    """{split: (N, C) fp32} of a logits file (torch: a dict of tensors; .npz: arrays), checked: every split of
+    experiment.SPLITS, one row per transfer/val/test input in order, one column per class, finite values."""
+    if path.endswith(".npz"):
+        with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:  # no pickles: logits, not code
+            found = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    else:
+        found = files.load_tensors(payload, path)
+    if not isinstance(found, dict) or any(s not in found for s in experiment.SPLITS):
+        raise UserError(f"logits file {path} must hold {', '.join(experiment.SPLITS)} (one (N, C) array each), "
+                        f"not {sorted(found) if isinstance(found, dict) else type(found).__name__}")
+    rows = {"transfer": len(transfer.x), "val": len(splits.val_y), "test": len(splits.test_y)}
+    out = {}
+    for split, n in rows.items():
+        v = found[split]
+        if not isinstance(v, torch.Tensor) or v.dim() != 2 or not v.is_floating_point():
+            raise UserError(f"logits file {path}: {split!r} must be a 2-D float array (N, C), not "
+                            f"{getattr(v, 'shape', type(v).__name__)}")
+        if tuple(v.shape) != (n, splits.classes):
+            raise UserError(f"logits file {path}: {split!r} has shape {tuple(v.shape)}, but the {split} split has "
+                            f"{n} inputs of {splits.classes} classes: compute ({n}, {splits.classes}) logits on "
+                            f"experiment.prepare(sweep.data)'s {split} inputs, in their order")
+        if not torch.isfinite(v).all():
+            raise UserError(f"logits file {path}: {split!r} holds NaN or infinite values: recompute them")
+        out[split] = v.float()
+    return out
+
+
+def import_member(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, splits: data.Splits,
+                  transfer: data.TransferSet, checked: tuple | None = None, batch_size: int = 1024) -> dict:
+    """Member `index` of a teacher made elsewhere, made a member as if distill had trained it: for weights, the
+    file copied to model.pt (so its sha256 is the member's) and its logits harvested; for logits, their chunks
+    written from the file. Its result.json records the file, its sha256 (also in the identity: a changed file is
+    imported again) and the val/test error measured here. `checked`: what `check_member` returned, if called."""
+    payload, content = checked or check_member(teacher, index, splits, transfer)
+    kind, sha, d = source(teacher), files.sha256(payload), member_dir(root, teacher.name, index)
+    if kind == "weights":
+        files.write_bytes(d / "model.pt", payload)
+        logits = {"val": infer(content, splits.val_x), "test": infer(content, splits.test_x)}
+        facts = models.facts(content, splits.shape)
+    else:
+        logits, facts = content, {"architecture": None, "params": None, "hidden_units": None}
+    result = {"teacher": to_dict(teacher), "index": index, "sha256": sha, "source": kind,
+              "file": member_file(teacher, index), **facts,
+              "identity": member_identity(data_config, teacher, index, sha),
+              "val_error": error(logits["val"], splits.val_y), "test_error": error(logits["test"], splits.test_y),
+              "finished_at": time.time()}
+    files.write_json(d / "result.json", result)  # written last: its presence means "done"
+    harvest_imported(root, data_config, teacher, index, sha, content, splits, transfer, batch_size)
+    return result
+
+
+def harvest_imported(root: Where, data_config: DataConfig, teacher: TeacherConfig, index: int, sha: str,
+                     content: nn.Module | dict[str, torch.Tensor], splits: data.Splits,
+                     transfer: data.TransferSet, batch_size: int = 1024) -> dict[str, dict]:
+    """The chunks of an imported member (its weights hash to `sha`): harvested from its net, or written from
+    its logits (`content`, as `check_member` gives it)."""
+    if isinstance(content, nn.Module):
+        return harvest_member(root, data_config, teacher, index, content, sha, splits, transfer, batch_size)
+    dtype = logit_dtype(data_config)
+    return write_chunks(root, data_config, teacher, index, sha, {s: v.to(dtype) for s, v in content.items()})
 
 
 def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill.errors import UserError
 from distill.targets import TARGETS, needs_teacher
-from distill.train import TrainConfig
+from distill.train import PRECISIONS, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class DataConfig:
     # Store images as uint8 and speech features and teacher logits as fp16 (converted to fp32 per batch); False
     # keeps everything in fp32 (twice to four times the memory, for checking that compact storage changes nothing).
     compact: bool = True
+    # Speech: realign the 3 states of every phone once under the first teacher's member 0 (forced alignment, the
+    # paper's targets) and train every net on them; False keeps the data set's equal thirds.
+    realign: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,13 @@ class TeacherConfig:
     workers: int = 1  # data-parallel Ray Train workers per member
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 0.0
+    # A teacher trained elsewhere, which distill imports instead of training. `weights`: each member's state dict
+    # (torch.save(model.state_dict(), f)) for the net `arch` builds, e.g. arch="torchvision.models:resnet18" with
+    # arch_args={"num_classes": 10}. `logits`: each member's logits, {"transfer", "val", "test"} -> (N, C) in a
+    # torch or .npz file, in the order of experiment.prepare(data)'s inputs. Either: a path or URI (one member), a
+    # tuple of one per member, or a pattern with {i} for the member's index ("resnet-{i}.pt").
+    weights: str | tuple[str, ...] | None = None
+    logits: str | tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -275,9 +285,28 @@ def _once(what: str, values, fix: str) -> None:
         seen.append(v)
 
 
+def _check_teacher(t: TeacherConfig) -> None:
+    """A teacher's architecture exists and a teacher made elsewhere names one file per member."""
+    from distill import imports, models, teachers
+
+    where = f"TeacherConfig(name={t.name!r})"
+    if t.weights is not None and t.logits is not None:
+        raise UserError(f"{where} gives both weights and logits: give one (logits need no net)")
+    for what in ("weights", "logits"):
+        if getattr(t, what) is not None:
+            teachers.member_files(getattr(t, what), t.members, f"{where}.{what}")
+    if t.logits is not None:
+        return  # no net to build
+    if imports.is_path(t.arch):
+        imports.resolve(t.arch, f"{where}: architecture")
+    elif t.arch not in models.ARCHS:
+        raise UserError(f"{where}: unknown architecture {t.arch!r}: use one of {', '.join(models.ARCHS)}, or "
+                        "'package.module:factory' for a net of your own")
+
+
 def validate(config: SweepConfig) -> None:
     """Check what can be checked before any training starts."""
-    from distill import data, models, teachers
+    from distill import data, imports, models, teachers
 
     _walk(config, "SweepConfig")
     _check_name("sweep name", config.name)
@@ -287,8 +316,13 @@ def validate(config: SweepConfig) -> None:
     for axis in ("archs", "hidden", "bottleneck", "targets", "student_teachers", "seeds"):
         _once(f"SweepConfig.{axis}", getattr(config, axis),
               "list each value once (a repeat trains the same students again)")
-    if importlib.util.find_spec(data.module_name(config.data.name)) is None:
-        raise UserError(f"unknown data set {config.data.name!r}: use one of {', '.join(data.available())}")
+    if imports.is_path(config.data.name):  # the user's own loader, 'package.module:load'
+        imports.resolve(config.data.name, "data set")
+    elif importlib.util.find_spec(data.module_name(config.data.name)) is None:
+        raise UserError(f"unknown data set {config.data.name!r}: use one of {', '.join(data.available())}, "
+                        "or 'package.module:load' for a load function of your own")
+    for t in config.teachers:
+        _check_teacher(t)
     for t in config.targets:
         if t not in TARGETS:
             raise UserError(f"unknown target {t!r}: use one of {', '.join(TARGETS)}")
@@ -302,6 +336,8 @@ def validate(config: SweepConfig) -> None:
             raise UserError(f"unknown optimizer {train.optimizer!r}: use 'sgd' or 'adam'")
         if train.schedule not in ("cosine", "constant"):
             raise UserError(f"unknown schedule {train.schedule!r}: use 'cosine' or 'constant'")
+        if train.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {train.precision!r}: use {', '.join(map(repr, PRECISIONS))}")
     if not config.cells():
         raise UserError(f"sweep {config.name!r} has no students: hidden, bottleneck, targets and seeds "
                         "must be non-empty")

@@ -12,7 +12,11 @@ log P(end | p)`). Without skips a decoded phone lasts at least 3 frames, as in K
 
 Estimated from TRAIN only (`Decoder.fit`): the state priors (frame targets), the HMM transitions (the
 frame targets of each utterance) and the bigram (the .PHN phone sequences). Chosen on DEV only
-(`choose`): the LM weight and the insertion penalty; `choose` takes no test data at all.
+(`choose`): the LM weight and the insertion penalty; `choose` takes no test data at all, and decodes the
+dev set at every point of its grid in one pass (`decode_grid`: each row of a batch has its own point).
+
+Forced alignment (`realign`) runs the same search inside each known phone segment, over that phone's 3
+states only: the phones and their boundaries stay, the state boundaries move.
 
 Scoring (`phone_error`) follows Kaldi's TIMIT recipe (local/timit_norm_trans.pl): both hypothesis and
 reference are mapped 61 -> 39 phone by phone, `q` is deleted, and nothing is merged (`h# pcl` stays
@@ -73,48 +77,60 @@ def search(loglik: torch.Tensor, lengths: torch.Tensor, log_stay: torch.Tensor, 
     """Max-plus Viterbi over P phones x 3 left-to-right states, batched over U padded utterances.
 
     loglik (U, T, P, 3); lengths (U,) valid frames (>= 3, else no path); log_stay, log_move (U or 1, P, 3);
-    graph (P + 1, P + 1): score of entering phone q after phone p (row P: at the start), and of ending
-    after p (column P). Returns paths (U, T) int64 state indices 3 * phone + state (frames past an
-    utterance's length hold junk) and the best scores (U,).
+    graph (U or 1, P + 1, P + 1): score of entering phone q after phone p (row P: at the start), and of ending
+    after p (column P), per utterance or shared. Returns paths (U, T) int64 state indices 3 * phone + state
+    (frames past an utterance's length hold junk) and the best scores (U,).
+
+    The forward pass keeps, per frame, only whether each state was reached by staying (T, U, S bool) and the
+    scores of leaving each phone (T, U, P): the phone a path came from is worked out again at backtrace, for
+    the path's own phone changes only. That is cheaper than an argmax over P x P per frame in the forward pass.
     """
     U, T, P, _ = loglik.shape
-    lengths = lengths.to(loglik.device)
-    into, start, end = graph[:P, :P], graph[P, :P], graph[:P, P]  # (P, P), (P,), (P,)
-    state = torch.arange(P * STATES, device=loglik.device).view(1, P, STATES)  # (1, P, 3) own index
-    prev_state = state - 1  # the state a move into state 1 or 2 comes from
-    score = torch.full((U, P, STATES), float("-inf"), dtype=loglik.dtype, device=loglik.device)
+    dev = loglik.device
+    lengths = lengths.to(dev)
+    graph = graph.expand(U, P + 1, P + 1)
+    into, start, end = graph[:, :P, :P], graph[:, P, :P], graph[:, :P, P]  # (U, P, P), (U, P), (U, P)
+    score = torch.full((U, P, STATES), float("-inf"), dtype=loglik.dtype, device=dev)
     score[:, :, 0] = start
     score = score + loglik[:, 0]  # (U, P, 3): best path ending in each state at frame 0
     final = score.clone()  # each utterance's scores at its last frame
-    back = torch.zeros(T, U, P * STATES, dtype=torch.int64, device=loglik.device)  # (T, U, S) predecessors
+    stayed = torch.zeros(T, U, P * STATES, dtype=torch.bool, device=dev)  # (T, U, S): reached by a self-loop
+    exits = torch.empty(T, U, P, dtype=loglik.dtype, device=dev)  # (T, U, P): leaving phone p into frame t
     for t in range(1, T):
         stay = score + log_stay
         move = score + log_move
-        enter, src = (move[:, :, 2, None] + into).max(1)  # (U, P): best phone p to leave into each q
+        exits[t] = move[:, :, 2]
+        enter = (move[:, :, 2, None] + into).amax(1)  # (U, P): best phone p to leave into each q
         inc = torch.cat([enter[..., None], move[..., :2]], 2)  # (U, P, 3): best arrival from another state
-        inc_from = torch.cat([(STATES * src + 2)[..., None], prev_state[..., 1:].expand(U, P, 2)], 2)
         keep = stay >= inc
         score = torch.where(keep, stay, inc) + loglik[:, t]
-        back[t] = torch.where(keep, state, inc_from).flatten(1)
+        stayed[t] = keep.flatten(1)
         final = torch.where((lengths - 1 == t)[:, None, None], score, final)
     best, phone = (final[:, :, 2] + log_move[:, :, 2] + end).max(1)  # (U,): leave the last phone, end
     cur = STATES * phone + 2  # (U,) state at each utterance's last frame
-    paths = torch.empty(U, T, dtype=torch.int64, device=loglik.device)
+    rows = torch.arange(U, device=dev)
+    paths = torch.empty(U, T, dtype=torch.int64, device=dev)
     for t in range(T - 1, -1, -1):  # an utterance ending before t holds its last state until t reaches it
         paths[:, t] = cur
         if t:
-            cur = torch.where(t < lengths, back[t].gather(1, cur[:, None])[:, 0], cur)
+            came = (exits[t] + into[rows, :, cur // STATES]).argmax(1)  # (U,) phone left, if cur was entered
+            prev = torch.where(cur % STATES == 0, STATES * came + 2, cur - 1)
+            prev = torch.where(stayed[t, rows, cur], cur, prev)
+            cur = torch.where(t < lengths, prev, cur)
     return paths, best
 
 
-def viterbi(loglik: torch.Tensor, lengths: torch.Tensor, hmm: Hmm, lm: torch.Tensor, lm_weight: float,
-            insertion_penalty: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+def viterbi(loglik: torch.Tensor, lengths: torch.Tensor, hmm: Hmm, lm: torch.Tensor, lm_weight: float | torch.Tensor,
+            insertion_penalty: float | torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Best state path of each utterance and its score: loglik (U, T, S = 3 P) padded, lengths (U,),
-    lm (P + 1, P + 1) from `bigram`. Returns [(length_u,) int64 states] and (U,) best scores."""
+    lm (P + 1, P + 1) from `bigram`; lm_weight and insertion_penalty shared, or (U,) one per utterance.
+    Returns [(length_u,) int64 states] and (U,) best scores."""
     U, T, S = loglik.shape
     P = S // STATES
-    graph = lm_weight * lm.to(loglik)
-    graph[:, :P] += insertion_penalty  # every phone entered pays it; ending does not
+    w, pen = (torch.as_tensor(x, dtype=loglik.dtype, device=loglik.device).reshape(-1, 1, 1)
+              for x in (lm_weight, insertion_penalty))  # (U or 1, 1, 1)
+    graph = w * lm.to(loglik)[None]  # (U or 1, P + 1, P + 1)
+    graph[..., :P] += pen  # every phone entered pays it; ending does not
     stay, move = (x.to(loglik).view(1, P, STATES) for x in (hmm.log_stay, hmm.log_move))  # shared by all
     paths, best = search(loglik.view(U, T, P, STATES), lengths, stay, move, graph)
     return [paths[u, :n] for u, n in enumerate(lengths.tolist())], best
@@ -147,18 +163,28 @@ class Decoder:
 
 
 def decode(logits: torch.Tensor, lengths: torch.Tensor, model: Decoder, lm_weight: float,
-           insertion_penalty: float, batch: int = 64) -> list[list[int]]:
-    """Phone sequence of every utterance: logits (F, S) back to back, lengths (U,). Utterances of similar
-    length are decoded `batch` at a time (less padding; the backpointers are T x batch x S int64)."""
+           insertion_penalty: float, batch: int | None = None) -> list[list[int]]:
+    """Phone sequence of every utterance: logits (F, S) back to back, lengths (U,)."""
+    return decode_grid(logits, lengths, model, [(lm_weight, insertion_penalty)], batch)[0]
+
+
+def decode_grid(logits: torch.Tensor, lengths: torch.Tensor, model: Decoder, points: list[tuple[float, float]],
+                batch: int | None = None) -> list[list[list[int]]]:
+    """Every utterance decoded at every (lm_weight, insertion_penalty) point: [point][utterance] -> phones.
+    logits (F, S) back to back, lengths (U,). The (point, utterance) pairs are searched `batch` at a time
+    (default 64 on a CPU, 512 on a GPU, where a step costs little more for more rows), utterances of similar
+    length together (less padding): one pass over the frames serves every point of a grid."""
+    batch = batch or (512 if logits.is_cuda else 64)
     utts = scaled_loglik(logits, model.log_priors).split(lengths.tolist())
-    order = sorted(range(len(utts)), key=lambda u: len(utts[u]))
-    out: list[list[int]] = [[] for _ in utts]
-    for i in range(0, len(order), batch):
-        chunk = order[i:i + batch]
-        paths, _ = viterbi(pad_sequence([utts[u] for u in chunk], batch_first=True), lengths[chunk], model.hmm,
-                           model.lm, lm_weight, insertion_penalty)
-        for u, path in zip(chunk, paths, strict=True):
-            out[u] = phones(path)
+    pairs = sorted((len(utts[u]), k, u) for k in range(len(points)) for u in range(len(utts)))
+    weights, penalties = (torch.tensor(x, dtype=torch.float64) for x in zip(*points, strict=True))  # (K,) each
+    out: list[list[list[int]]] = [[[] for _ in utts] for _ in points]
+    for i in range(0, len(pairs), batch):
+        _, k, u = (list(x) for x in zip(*pairs[i:i + batch], strict=True))  # this chunk's points and utterances
+        paths, _ = viterbi(pad_sequence([utts[j] for j in u], batch_first=True), lengths[u], model.hmm, model.lm,
+                           weights[k], penalties[k])
+        for kk, uu, path in zip(k, u, paths, strict=True):
+            out[kk][uu] = phones(path)
     return out
 
 
@@ -175,13 +201,19 @@ def phone_error(hyps: list[list[int]], refs: list[list[int]]) -> float:
     return edits / max(total, 1)
 
 
+LM_WEIGHTS = (1.0, 2.0, 4.0, 8.0)  # `choose`'s grid: 16 points, decoded in one pass
+PENALTIES = (-4.0, -2.0, 0.0, 2.0)
+
+
 def choose(dev_logits: torch.Tensor, dev_lengths: torch.Tensor, dev_refs: list[list[int]], model: Decoder,
-           lm_weights: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0),
-           penalties: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0)) -> tuple[float, float, float]:
+           lm_weights: tuple[float, ...] = LM_WEIGHTS,
+           penalties: tuple[float, ...] = PENALTIES) -> tuple[float, float, float]:
     """(lm_weight, insertion_penalty, dev PER) of the grid point with the lowest dev PER (the first in
     grid order on ties). Only dev data comes in: test never takes part in the choice."""
-    return min(((w, p, phone_error(decode(dev_logits, dev_lengths, model, w, p), dev_refs))
-                for w in lm_weights for p in penalties), key=lambda r: r[2])
+    points = [(w, p) for w in lm_weights for p in penalties]
+    hyps = decode_grid(dev_logits, dev_lengths, model, points)
+    return min(((w, p, phone_error(h, dev_refs)) for (w, p), h in zip(points, hyps, strict=True)),
+               key=lambda r: r[2])
 
 
 def realign(loglik: torch.Tensor, phone: torch.Tensor, lengths: torch.Tensor, hmm: Hmm,

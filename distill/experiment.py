@@ -12,7 +12,7 @@ import psutil
 import torch
 from torch import nn
 
-from distill import data, files, losses, models, speech
+from distill import data, decode, files, losses, models, speech
 from distill.config import DataConfig, StudentConfig, TeacherConfig, to_dict
 from distill.errors import UserError
 from distill.targets import TARGETS
@@ -107,17 +107,21 @@ def cell_columns(cell: StudentConfig) -> dict:
 
 def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
                 teacher: torch.Tensor | None, reference: torch.Tensor | None,
-                report: Report | None = None, resume: dict | None = None) -> dict:
+                report: Report | None = None, resume: dict | None = None,
+                keep: Callable[[nn.Module], dict] | None = None) -> dict:
     """Train one student and return its result row: config, #params, errors, agreement, time.
 
     `teacher` holds the transfer-set logits the student learns from (mimic, kd), (N_transfer, C); `reference`
     the test logits (N_test, C) of the teacher it is compared with (agreement, logit RMSE), so that
     label-trained students are measured the same way. These are all a student receives of its teachers.
+    `keep` gets the trained model (the best epoch's weights: `fit` restores them), the one the row scores; the
+    columns it returns join the row (`student_trial` saves the weights and adds their hash).
     """
     x, target, loss = student_task(cell, splits, transfer, teacher)
     model = build_student(cell, splits).to(splits.train_x.device)
     t0 = time.perf_counter()
     result = fit(model, x, target, loss, (splits.val_x, splits.val_y), cell.train, report=report, resume=resume)
+    kept = keep(model) if keep is not None else {}
     val, test = infer(model, splits.val_x), infer(model, splits.test_x)
     row = {**cell_columns(cell), "status": "ok", **models.facts(model, splits.shape), "transfer_size": len(x),
            "val_error": error(val, splits.val_y),
@@ -127,7 +131,20 @@ def run_student(cell: StudentConfig, splits: data.Splits, transfer: data.Transfe
     if reference is not None:
         row["test_agreement"] = agreement(test, reference)
         row["test_logit_rmse"] = logit_rmse(test, reference.float())
-    return {**row, **speech_scores(splits, {"val": val, "test": test})}
+    return {**row, **kept, **speech_scores(splits, {"val": val, "test": test})}
+
+
+MODEL = "model.pt"  # a finished trial's kept weights, in its trial directory (what `distill export` ships)
+
+
+def kept_weights(model: nn.Module, splits: data.Splits) -> dict:
+    """What a trial keeps of its student: the weights on the CPU and what inference needs beside them, the input
+    shape, the class count, the speech context (frames each side; 0 for images) and the train split's per-channel
+    normalisation (mean, std: (1, C, 1, 1) fp32 in the units the data set stores), so that an export needs no
+    data."""
+    return {"model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "input_shape": list(splits.shape), "classes": splits.classes, "context": splits.train_x.context,
+            "input_mean": splits.train_x.mean.cpu(), "input_std": splits.train_x.std.cpu()}
 
 
 def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.TransferSet,
@@ -135,7 +152,8 @@ def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.Trans
                   trial_dir: files.Location, checkpoint_every: int = 1,
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
     """One student in its own directory: resumed from its checkpoint there (state.pt) if it has one,
-    checkpointed every `checkpoint_every` epochs, its row written there last (row.json marks it done).
+    checkpointed every `checkpoint_every` epochs, its best weights kept there (model.pt, `kept_weights`, their
+    sha256 in the row as `model_sha256`), its row written there last (row.json marks it done).
 
     A diverged trial is finished too: its row has status "failed" and the reason, and no scores. `on_epoch`
     gets each epoch's metrics (the Ray adapter forwards them to Tune)."""
@@ -149,8 +167,15 @@ def student_trial(cell: StudentConfig, splits: data.Splits, transfer: data.Trans
         if on_epoch is not None:
             on_epoch(metrics)
 
+    def keep(model: nn.Module) -> dict:
+        # Written before row.json, which marks the trial done; its hash in the row lets an export tell a damaged
+        # or replaced file.
+        payload = files.torch_bytes(kept_weights(model, splits))
+        files.write_bytes(trial_dir / MODEL, payload)
+        return {"model_sha256": files.sha256(payload)}
+
     try:
-        row = run_student(cell, splits, transfer, teacher, reference, report, resume)
+        row = run_student(cell, splits, transfer, teacher, reference, report, resume, keep)
         # What this trial added to its process (model, optimizer, batches, allocator caches, and any private
         # copy of the shared data, which should be none): the figure the memory benchmark sums over trials.
         row["trial_private_mib"] = (psutil.Process().memory_full_info().uss - private) / 2**20
@@ -168,16 +193,60 @@ def ended_row(cell: StudentConfig, trial_dir: files.Location, status: str, reaso
 
 
 def speech_scores(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
-    """Phone error rate and folded frame error per split ({'test_per', 'test_fer', ...}) for data sets that
-    carry utterance lengths (speech); {} for images. logits: {split: (N, C)}."""
+    """Speech scores per split of logits {split: (N, C)}, {} for images: `{split}_per` (decoded phone error
+    rate, `decoded_per`), `{split}_collapse_per` (frame argmaxes collapsed to phones, no decoding: isolated
+    errors become insertions) and `{split}_fer` (folded frame error)."""
     if splits.test_lengths is None:
         return {}
     scores = {}
     for split, out in logits.items():
         pred, ref = out.argmax(1), splits.split(split)[1]
-        scores[f"{split}_per"] = speech.per(pred, ref, getattr(splits, f"{split}_lengths"), splits.fold)
+        scores[f"{split}_collapse_per"] = speech.per(pred, ref, getattr(splits, f"{split}_lengths"), splits.fold)
         scores[f"{split}_fer"] = speech.frame_error(pred, ref, splits.fold)
-    return scores
+    return scores | decoded_per(splits, logits)
+
+
+def decoder(splits: data.Splits) -> decode.Decoder:
+    """The HMM decoder estimated from train alone: state priors and transitions from the train frame targets
+    (whatever alignment they hold), the phone bigram from the train transcriptions."""
+    return decode.Decoder.fit(splits.train_y.cpu(), splits.train_lengths.cpu(),
+                              speech.unpad_sequences(splits.train_phones))
+
+
+def decoded_per(splits: data.Splits, logits: dict[str, torch.Tensor]) -> dict:
+    """PER as the paper scores it: each utterance decoded (`distill.decode`: HMMs, phone bigram, Viterbi) and
+    scored against its folded transcription. The LM weight and insertion penalty are chosen on val alone
+    (`decode.choose` is given no test data) and recorded; test is decoded once, with them. {} for a data set
+    without transcriptions, or without val logits (nothing to choose them on). logits: {split: (N, C)}."""
+    if splits.train_phones is None or "val" not in logits:
+        return {}
+    model = decoder(splits)
+    refs = speech.unpad_sequences(splits.val_phones)
+    w, pen, val_per = decode.choose(logits["val"].float(), splits.val_lengths, refs, model)
+    out = {"val_per": val_per, "decode_lm_weight": w, "decode_insertion_penalty": pen}
+    if "test" in logits:
+        hyps = decode.decode(logits["test"].float(), splits.test_lengths, model, w, pen)
+        out["test_per"] = decode.phone_error(hyps, speech.unpad_sequences(splits.test_phones))
+    return out
+
+
+def realigned_targets(splits: data.Splits, logits: torch.Tensor) -> torch.Tensor:
+    """Forced alignment: (N_train,) train targets whose 3 states inside every transcribed segment follow the
+    Viterbi path under `logits` (N_train, C), a trained net's train-frame logits (the paper's recipe: the
+    first teacher's); every frame keeps its phone and every phone boundary stays. Retraining on them is one
+    pass of realignment; the HMM used is the one estimated from the current targets."""
+    model = decoder(splits)
+    loglik = decode.scaled_loglik(logits.float().cpu(), model.log_priors)  # (N_train, C)
+    phone = splits.train_y.cpu() // speech.STATES
+    new = decode.realign(loglik, phone, splits.train_lengths.cpu(), model.hmm, splits.train_segments.cpu())
+    return new.to(splits.train_y.device)
+
+
+def realign(splits: data.Splits, model: nn.Module, batch_size: int = 1024) -> data.Splits:
+    """`splits` with train targets realigned under `model` (`realigned_targets` of its train-frame logits):
+    what the members and students after the first teacher member train on, one realignment pass. The
+    transfer set needs nothing new: its labels are read from `splits.train_y` through `transfer.source`."""
+    return dataclasses.replace(splits, train_y=realigned_targets(splits, infer(model, splits.train_x, batch_size)))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

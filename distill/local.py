@@ -15,6 +15,9 @@ class Executor:
     def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print):
         self.sweep, self.root, self.splits, self.transfer, self.log = sweep, files.location(root), splits, transfer, log
 
+    def with_data(self, sweep: SweepConfig, splits, transfer) -> Executor:
+        return Executor(sweep, self.root, splits, transfer, self.log)
+
     def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None:
         for teacher, i in pending:
             model, fitted = experiment.train_member(teacher, i, self.splits, self.transfer)

@@ -2,7 +2,8 @@
 
 Builders never pick a device or dtype: build under `with torch.device(...)` (the `meta` device counts
 parameters of a 400k-unit student without allocating it) or move the module afterwards.
-An architecture's name is the builder's name in this module: `getattr(distill.models, arch)`.
+An architecture's name is the builder's name in this module: `getattr(distill.models, arch)`; any other net is
+named by the import path of its factory ('package.module:factory', `imported`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from distill import imports
 from distill.errors import UserError
 
 
@@ -107,8 +109,11 @@ def conv_snn(shape: Sequence[int], classes: int, hidden: int, bottleneck: int | 
                          *head(channels * (h // 2) * (w // 2), classes, hidden, bottleneck, dropout))
 
 
-def build(arch: str, shape: Sequence[int], classes: int, **kwargs) -> nn.Module:
-    """Build architecture `arch` (a builder in this module) with keyword sizes from a config."""
+def build(arch: str, shape: Sequence[int], classes: int, /, **kwargs) -> nn.Module:
+    """Build architecture `arch` (a builder in this module, or an import path: `imported`) with keyword sizes
+    from a config."""
+    if imports.is_path(arch):
+        return imported(arch, shape, classes, kwargs)
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
     try:
@@ -118,6 +123,46 @@ def build(arch: str, shape: Sequence[int], classes: int, **kwargs) -> nn.Module:
 
 
 ARCHS = ("dnn", "cnn", "snn", "conv_snn")
+
+
+def imported(arch: str, shape: Sequence[int], classes: int, kwargs: dict) -> nn.Module:
+    """A net of the user's own: the factory `arch` names ('package.module:factory', e.g.
+    'torchvision.models:resnet18'), called with the config's keywords alone. It is given no input shape or class
+    count: those go in arch_args as the factory spells them (num_classes=10). One forward pass on the meta
+    device (nothing allocated) checks that it maps inputs (1, *shape) to logits (1, classes)."""
+    factory = imports.resolve(arch, "architecture")
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise UserError(f"bad arguments {kwargs} for architecture {arch!r}: {' '.join(str(e).split())}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"architecture {arch!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    try:
+        out = meta_forward(model, shape)
+    except Exception as e:  # the net cannot take this data set's inputs
+        detail = " ".join(str(e).split())[:300]
+        raise UserError(f"architecture {arch!r} with arch_args {kwargs} fails on inputs of shape {(1, *shape)} "
+                        f"({type(e).__name__}: {detail}): give it arch_args (or a factory) for this data set's "
+                        "inputs") from None
+    if tuple(out.shape) != (1, classes):
+        raise UserError(f"architecture {arch!r} with arch_args {kwargs} gives outputs of shape {tuple(out.shape)} "
+                        f"for inputs {(1, *shape)}, but the data set has {classes} classes: make it give (N, "
+                        f"{classes}) logits (e.g. arch_args num_classes={classes})")
+    return model
+
+
+def meta_forward(model: nn.Module, shape: Sequence[int]) -> torch.Tensor:
+    """The model's output for one input (1, *shape), on the meta device, in eval mode (batch-norm layers use
+    their running statistics and change nothing): the model's own modules with meta stand-ins for its tensors,
+    so nothing is allocated or copied, whatever device the model is on."""
+    meta = {n: torch.empty_like(t, device="meta") for n, t in (*model.named_parameters(), *model.named_buffers())}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.func.functional_call(model, meta, (torch.empty(1, *shape, device="meta"),))
+    finally:
+        model.train(was_training)
 
 
 def snn_params(d: int, hidden: int, classes: int, bottleneck: int | None = None) -> int:
@@ -151,11 +196,8 @@ def describe(model: nn.Module, shape: Sequence[int]) -> tuple[str, int]:
     units = []
     hooks = [m.register_forward_hook(lambda _, __, out: units.append(out[0].numel()))
              for m in model.modules() if isinstance(m, nn.ReLU)]
-    # The model's own modules with meta stand-ins for its tensors: no copy of a 400k-unit student's weights.
-    meta = {n: torch.empty_like(t, device="meta") for n, t in (*model.named_parameters(), *model.named_buffers())}
     try:
-        with torch.no_grad():
-            torch.func.functional_call(model, meta, (torch.empty(1, *shape, device="meta"),))
+        meta_forward(model, shape)  # meta stand-ins for the model's tensors: no copy of a 400k-unit student's weights
     finally:
         for h in hooks:
             h.remove()

@@ -18,8 +18,9 @@ import re
 from collections.abc import Callable
 from typing import Protocol
 
-from distill import cache, files, lease, record, results
+from distill import cache, experiment, files, lease, record, results
 from distill.config import StudentConfig, SweepConfig, TeacherConfig, to_dict
+from distill.errors import UserError
 from distill.targets import TARGETS
 from distill.teachers import parse
 
@@ -39,6 +40,10 @@ class Job:
 
 class Executor(Protocol):
     splits: object  # the prepared data (distill.data.Splits), on the executor's device
+    transfer: object  # its transfer set (distill.data.TransferSet)
+
+    def with_data(self, sweep: SweepConfig, splits, transfer) -> Executor:
+        """The same kind of executor, on the same cluster and storage, for `sweep` on other data."""
 
     def train_members(self, pending: list[tuple[TeacherConfig, int]]) -> None: ...
 
@@ -55,17 +60,20 @@ class Executor(Protocol):
 
 def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log) -> None:
     """Train every member that is missing or was trained with other settings (each harvests its own logits as it
-    finishes), then commit every teacher's logit cache that is missing or stale."""
+    finishes), then commit every teacher's logit cache that is missing or stale. Teachers made elsewhere
+    (weights or logits) are imported first, here in the driver: their files are checked before anything trains."""
     root = files.location(root)
+    made = [t for t in sweep.teachers if cache.source(t) != "trained"]
+    imported(sweep, root, executor, made, log)
     pending = []
-    for t in sweep.teachers:
+    for t in (t for t in sweep.teachers if t not in made):
         for i in range(t.members):
             result, why = cache.member_result(root, sweep.data, t, i)
             if result is None:
                 pending.append((t, i))
                 if why != "not trained yet":
                     log(f"teacher {t.name}[{i}]: {why}: training it again")
-    done = sum(t.members for t in sweep.teachers) - len(pending)
+    done = sum(t.members for t in sweep.teachers if t not in made) - len(pending)
     if done:
         log(f"teachers: {done} members finished before with these settings, not retrained")
     if pending:
@@ -79,11 +87,71 @@ def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
             continue
         # Members harvest right after training; only those trained before that (or whose harvest died) remain.
         missing = [i for i, m in enumerate(members) if cache.harvested(root, t, i, m["sha256"]) is None]
-        if missing:
+        if missing and t in made:
+            for i in missing:
+                cache.harvest_imported(root, sweep.data, t, i, members[i]["sha256"],
+                                       cache.check_member(t, i, executor.splits, executor.transfer)[1],
+                                       executor.splits, executor.transfer)
+        elif missing:
             executor.harvest(t, missing)
         manifest = cache.publish(root, sweep.data, t, key, members, executor.splits)
         log(f"teacher {t.name}: ensemble test error {manifest['ensemble']['test_error']:.4f}; "
             f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
+
+
+def imported(sweep: SweepConfig, root: files.Location, executor: Executor, made: list[TeacherConfig],
+             log: Log) -> None:
+    """Import the members of teachers made elsewhere (`made`) that are missing or whose file changed: every such
+    member's file is read and checked against the data (keys, shapes, class and row counts) before the first is
+    imported, so a wrong file is one line before any work. In the driver, not on workers: loading weights and one
+    pass over the data is all an import costs, and the user's module need only be importable here."""
+    pending = []
+    for t in made:
+        for i in range(t.members):
+            result, why = cache.member_result(root, sweep.data, t, i)
+            if result is None:
+                pending.append((t, i))
+                if why != "not trained yet":
+                    log(f"teacher {t.name}[{i}]: {why.replace('trained', 'imported')}: importing it again")
+    for t, i in pending:
+        cache.check_member(t, i, executor.splits, executor.transfer)
+    for t, i in pending:
+        result = cache.import_member(root, sweep.data, t, i, executor.splits, executor.transfer)
+        log(f"teacher {t.name}[{i}]: imported {result['source']} from {result['file']} (sha256 "
+            f"{result['sha256'][:12]}): test error {result['test_error']:.4f}")
+
+
+def realigned(sweep: SweepConfig, root: files.Location, executor: Executor, log: Log,
+              record_path: files.Location) -> Executor:
+    """DataConfig(realign=True), the paper's forced alignment, one pass: member 0 of the first teacher trains on
+    the data set's own state targets (equal thirds of each phone), its train-frame logits realign the 3 states
+    inside every transcribed phone (`experiment.realigned_targets`), and every member and student then trains
+    on those. The aligner is a member like any other (`<teacher>-aligner`, cached, resumed); its alignment is
+    kept under `alignment/`, named by the aligner's cache key, and named in the run record."""
+    splits = executor.splits
+    if getattr(splits, "train_segments", None) is None:
+        raise UserError(f"DataConfig(realign=True) needs a speech data set with transcriptions (timit, "
+                        f"timit-shaped), not {sweep.data.name!r}: drop realign")
+    plain = dataclasses.replace(sweep.data, realign=False)
+    aligner = dataclasses.replace(sweep.teachers[0], name=f"{sweep.teachers[0].name}-aligner", members=1)
+    aligning = dataclasses.replace(sweep, data=plain, teachers=(aligner,))
+    teachers(aligning, root, executor.with_data(aligning, splits, executor.transfer), log)
+    key = cache.expected_key(root, plain, aligner)
+    path = root / "alignment" / f"{key[:16]}.pt"
+    if not path.exists():
+        logits = cache.mean_logits(root, plain, aligner, [0], "transfer")[:len(splits.train_y)]  # the train frames
+        targets = experiment.realigned_targets(splits, logits)  # (N_train,)
+        files.write_bytes(path, files.torch_bytes({"key": key, "targets": targets}))
+    saved = files.torch_load(path)
+    if saved["key"] != key or saved["targets"].shape != splits.train_y.shape:
+        raise UserError(f"the alignment {path} is not {aligner.name}'s for this data: delete it and run again")
+    targets = saved["targets"].to(splits.train_y.device)
+    moved = float((targets != splits.train_y).float().mean())
+    log(f"alignment: {moved:.1%} of the train frames changed state under {aligner.name} (phones kept); "
+        f"every net trains on it")
+    record.add(record_path, "alignment", {"aligner": aligner.name, "key": key, "file": str(path),
+                                          "frames_changed": moved})
+    return executor.with_data(sweep, dataclasses.replace(splits, train_y=targets), executor.transfer)
 
 
 def teacher_keys(sweep: SweepConfig, root: files.Location) -> dict[str, str]:
@@ -269,6 +337,8 @@ def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str 
         # For `sweep`, teachers that are missing or trained with other settings fail here, before anything runs.
         keys = teacher_keys(sweep, root) if command == "sweep" else None
         path = record.write(root, sweep, argv or ["distill", command, sweep.name], executor.splits)
+        if sweep.data.realign:
+            executor = realigned(sweep, root, executor, log, path)
         if command in ("teachers", "run"):
             teachers(sweep, root, executor, log)
         return students(sweep, root, executor, log, keys, path) if command in ("sweep", "run") else None

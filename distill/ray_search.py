@@ -26,6 +26,7 @@ METRIC, MODE = "val_error", "min"
 def optuna_search(sweep: SweepConfig, done: list[dict], target: str) -> OptunaSearch:
     """Optuna over the cell's ranges (`pipeline.space`), told the scores of the cell's trials that finished
     before (an interrupted sweep warm-starts from them)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created: one per searched cell
     s = sweep.search
     dist = optuna.distributions
     ranges = {"lr": s.lr and dist.FloatDistribution(*s.lr, log=True),

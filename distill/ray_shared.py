@@ -11,6 +11,7 @@ Nothing here writes to the shared tensors: `fit` only indexes them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 
@@ -80,20 +81,35 @@ def get_logits(refs: dict[tuple[str, str], ray.ObjectRef], keys, device: torch.d
 # it. 0.5 s cut a small member's wall time by a third here (most of a small run is overhead). A member's worker
 # group waits up to an hour for resources (default 60 s, then a failure and a retry): an autoscaler takes
 # minutes to start a GPU node, and a member started with teacher_concurrency above what fits waits its turn.
+# glibc returns every large block (a wide student's activations and gradients, freed each step) to the kernel
+# and faults it in again next step: 45,317 page faults per step at H=16k. Keeping them mapped made fit 1.65x
+# faster at H=16k and 1.18x at H=32k (bench/malloc.py, bench/page_faults.py; BENCHMARKS.md 1). A trial's memory
+# then stays at its step's peak between steps instead of dropping: freed blocks are reused, not handed back.
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 RUNTIME_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-                            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3600"}}
+                            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3600", **MALLOC}}
 
 
-def init(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to the cluster (RAY_ADDRESS / `address`), or start a local one on this machine."""
+def init(address: str | None = None, num_cpus: int | None = None, log=None, verbose: bool = True) -> None:
+    """Connect to the cluster (RAY_ADDRESS / `address`), or start a local one on this machine. Unless `verbose`,
+    Ray's own messages and every worker's output stay in Ray's log folder, which `log` is told in one line."""
     # Tune warns whenever trials checkpoint often (every epoch here): expected, so silenced. Tune reads it
     # in the driver when a Tuner starts, which is after this; before the early return, for a Ray started
     # elsewhere (the tests' fixture).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
+    if not verbose:  # before init: its token-auth notice and start-up lines go through this logger
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        # Tune's newer console prints each Tuner's header and paths even at verbose=0; the classic one is silent.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=RUNTIME_ENV)
+        context = ray.init(address=address, runtime_env=RUNTIME_ENV, **quiet)
     else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), runtime_env=RUNTIME_ENV)
+        context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), runtime_env=RUNTIME_ENV, **quiet)
+    if log is not None:
+        dashboard = f"dashboard {context.dashboard_url}; " if context.dashboard_url else ""
+        where = "" if verbose else f"; worker logs in {context.address_info['session_dir']}/logs (--verbose shows them)"
+        log(f"ray: {dashboard}{len(ray.nodes())} node(s){where}")

@@ -21,7 +21,7 @@ import time
 import torch
 from ray import tune
 
-from distill import experiment, files, pipeline, ray_search, ray_shared, ray_teachers
+from distill import experiment, files, pipeline, progress, ray_search, ray_shared, ray_teachers
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
@@ -35,16 +35,20 @@ def sampled(config: dict) -> dict:
 
 class Executor:
     """Members through Ray Train, students through Ray Tune, on the cluster at `address` (default
-    $RAY_ADDRESS, else a local Ray), which is joined when the first work arrives."""
+    $RAY_ADDRESS, else a local Ray), which is joined when the first work arrives. `verbose`: Ray's worker logs
+    and Tune's tables on the console too (else in Ray's log folder, named in one line)."""
 
     def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print,
-                 address: str | None = None):
+                 address: str | None = None, verbose: bool = False):
         self.sweep, self.root, self.splits, self.transfer, self.log = sweep, files.location(root), splits, transfer, log
-        self.address, self._data = address, None
+        self.address, self.verbose, self._data = address, verbose, None
+
+    def with_data(self, sweep: SweepConfig, splits, transfer) -> Executor:
+        return Executor(sweep, self.root, splits, transfer, self.log, self.address, self.verbose)
 
     def data(self):
         if self._data is None:  # one object-store copy of the data for every member and harvest
-            ray_shared.init(self.address)
+            ray_shared.init(self.address, log=self.log, verbose=self.verbose)
             self._data = ray_shared.put(self.splits, self.transfer)
         return self._data
 
@@ -68,14 +72,14 @@ class Executor:
         storage, stamp = self.root / "ray", time.strftime("%Y%m%d-%H%M%S")
         if not search:
             grid = tuner(trainable, f"students-{stamp}", storage, {"job": tune.grid_search([j.id for j in jobs])},
-                         sweep, None, Progress(len(jobs))).fit()
+                         sweep, None, Progress(len(jobs)), verbose=self.verbose).fit()
             return ended(grid, {j.id: j for j in jobs}, self.root)
         # Every cell's search in one Tuner: the cores stay busy across cells (`ray_search`).
         left = {j.id: sweep.search.samples - len(done[j.id]) for j in jobs if sweep.search.samples > len(done[j.id])}
         search_alg = ray_search.Cells({j.id: ray_search.optuna_search(sweep, done[j.id], j.cell.target)
                                        for j in jobs if j.id in left}, left)
         grid = tuner(trainable, f"students-{stamp}-search", storage, {}, sweep, search_alg,
-                     Progress(sum(left.values())), sum(left.values())).fit()
+                     Progress(sum(left.values())), sum(left.values()), self.verbose).fit()
         return ended(grid, {j.id: j for j in jobs}, self.root)
 
 
@@ -116,29 +120,37 @@ def ended(grid: tune.ResultGrid, jobs: dict[str, Job], root: files.Location) -> 
 
 
 class Progress(tune.Callback):
-    """One console line per finished trial: trials done of total, and the best val error so far.
+    """The students' progress display (`distill.progress`): trials done of total, running, failed, the best val
+    error so far, the time left. Tune pickles its callbacks with the run: this holds no stream or function of
+    the driver's."""
 
-    Tune pickles its callbacks with the run, so this holds a prefix, not a log function."""
+    def __init__(self, total: int):
+        self.display = progress.Progress("students", total)
+        self.running, self.done, self.failed, self.best = 0, 0, 0, None
 
-    def __init__(self, total: int, prefix: str = ""):
-        self.total, self.prefix, self.done, self.best = total, prefix, 0, None
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running += 1
+        self.show()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.finish(trial, trial.last_result or {})
+        self.finish(trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.finish(trial, {"status": "failed"})
+        self.finish({"status": "failed"})
 
-    def finish(self, trial, result: dict) -> None:
-        self.done += 1
-        if result.get("status") == "ok" and (self.best is None or result["val_error"] < self.best[0]):
-            self.best = (result["val_error"], trial.config["job"])
-        best = f"; best val error so far {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
-        print(f"{self.prefix}students: {self.done}/{self.total} trials finished{best}", flush=True)
+    def finish(self, result: dict) -> None:
+        self.running, self.done = max(0, self.running - 1), self.done + 1
+        self.failed += result.get("status") == "failed"
+        if result.get("status") == "ok" and (self.best is None or result["val_error"] < self.best):
+            self.best = result["val_error"]
+        self.show()
+
+    def show(self) -> None:
+        self.display.update(self.done, f"{self.running} running", self.failed, self.best)
 
 
 def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: SweepConfig,
-          search: ray_search.Cells | None, progress: Progress, samples: int = 1) -> tune.Tuner:
+          search: ray_search.Cells | None, shown: Progress, samples: int = 1, verbose: bool = False) -> tune.Tuner:
     """A fresh Tuner per invocation: what finished before is already on disk, and an interrupted trial resumes
     from its own checkpoint, so Tune's pickled experiment state is never restored."""
     # reuse_actors: a finished trial's process takes the next trial (no new process importing torch).
@@ -148,6 +160,7 @@ def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: Swe
             num_samples=samples, max_concurrent_trials=sweep.search.concurrency, search_alg=search,
             reuse_actors=True, scheduler=ray_search.CellAsha(sweep.search.grace_epochs, sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
-        name=name, storage_path=str(storage), verbose=1, callbacks=[progress],
+        # Tune's own tables only with --verbose: the console shows `shown`, one display for the phase.
+        name=name, storage_path=str(storage), verbose=1 if verbose else 0, callbacks=[shown],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries)))
 

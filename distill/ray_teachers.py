@@ -23,7 +23,7 @@ import torch
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 
-from distill import cache, experiment, files, ray_shared
+from distill import cache, experiment, files, progress, ray_shared
 from distill.config import DataConfig, SweepConfig, TeacherConfig
 from distill.errors import UserError
 
@@ -36,22 +36,26 @@ class Queue:
     answer, and so does the slot restarted (its finished members are then skipped: their results exist)."""
 
     def __init__(self, pending: list[Member]):
-        self.pending, self.given, self.finished = list(pending), {}, []
+        self.pending, self.given, self.finished, self.epochs = list(pending), {}, [], {}
 
     def claim(self, slot: int, n: int) -> Member | None:
         if (slot, n) not in self.given:
             self.given[slot, n] = self.pending.pop(0) if self.pending else None
         return self.given[slot, n]
 
-    def finish(self, teacher: str, index: int, test_error: float) -> None:
-        self.finished.append((teacher, index, test_error))
+    def epoch(self, slot: int, text: str) -> None:
+        self.epochs[slot] = text
 
-    def progress(self) -> tuple[list, dict[int, Member | None]]:
-        """(members finished so far, each slot's latest claim)."""
+    def finish(self, slot: int, teacher: str, index: int, test_error: float) -> None:
+        self.finished.append((teacher, index, test_error))
+        self.epochs.pop(slot, None)
+
+    def progress(self) -> tuple[list, dict[int, Member | None], list[str]]:
+        """(members finished so far, each slot's latest claim, what each slot trains now: "ecnn[3] epoch 2/5")."""
         latest = {}
         for (slot, _), member in sorted(self.given.items(), key=lambda item: item[0]):
             latest[slot] = member
-        return list(self.finished), latest
+        return list(self.finished), latest, [self.epochs[s] for s in sorted(self.epochs)]
 
 
 def slot_loop(config: dict) -> None:
@@ -69,13 +73,17 @@ def slot_loop(config: dict) -> None:
         if cache.member_result(root, data_config, teacher, index)[0] is not None:
             continue  # trained before this slot restarted
         torch.set_num_threads(max(1, int(teacher.cpus_per_worker)))
-        test_error = train_member(teacher, index, splits, transfer, root, data_config, rank, world)
+
+        def on_epoch(epoch: int, name: str = f"{teacher.name}[{index}]", epochs: int = teacher.train.epochs) -> None:
+            queue.epoch.remote(slot, f"{name} epoch {epoch}/{epochs}")
+
+        test_error = train_member(teacher, index, splits, transfer, root, data_config, rank, world, on_epoch)
         if rank == 0:
-            queue.finish.remote(teacher.name, index, test_error)
+            queue.finish.remote(slot, teacher.name, index, test_error)
 
 
 def train_member(teacher: TeacherConfig, index: int, splits, transfer, root: str, data_config: DataConfig,
-                 rank: int, world: int) -> float:
+                 rank: int, world: int, on_epoch: Callable[[int], None]) -> float:
     """Train one member on this worker (resuming from its checkpoint file), then on rank 0 save and harvest it
     while other slots still train. Returns its test error."""
     state = cache.member_state(root, data_config, teacher, index)
@@ -84,6 +92,7 @@ def train_member(teacher: TeacherConfig, index: int, splits, transfer, root: str
     def report(row: dict, get_state: Callable[[], dict]) -> None:
         if rank == 0:
             files.write_bytes(state, files.torch_bytes(get_state()))
+            on_epoch(row["epoch"])
         ray.train.report(row)
 
     # prepare_model wraps in DDP only with 2+ workers, and places the model on the worker's device.
@@ -123,19 +132,16 @@ def train_members(sweep: SweepConfig, root: files.Location, pending: list[Member
     groups: dict[tuple, list[Member]] = {}
     for teacher, i in pending:
         groups.setdefault((teacher.workers, teacher.cpus_per_worker, teacher.gpus_per_worker), []).append((teacher, i))
-    failed, done = [], 0
+    failed, before, shown = [], 0, progress.Progress("members", len(pending))
     for scaling, members in groups.items():
-        queue, shown = Queue.remote(members), 0
+        queue = Queue.remote(members)
         runs = {slot_run.remote(s, queue, scaling, [data], str(root), sweep.data, str(files.location(root) / "ray"),
                                 retries): s
                 for s in range(min(len(members), sweep.teacher_concurrency or concurrency(members)))}
         while runs:
             finished, _ = ray.wait(list(runs), num_returns=1, timeout=2)
-            trained, latest = ray.get(queue.progress.remote())
-            for name, i, test_error in trained[shown:]:
-                done += 1
-                log(f"teacher {name}[{i}]: trained, test error {test_error:.4f} ({done}/{len(pending)})")
-            shown = len(trained)
+            trained, latest, now = ray.get(queue.progress.remote())
+            shown.update(before + len(trained) + len(failed), ", ".join(now), len(failed))
             for ref in finished:
                 slot = runs.pop(ref)
                 try:
@@ -145,6 +151,7 @@ def train_members(sweep: SweepConfig, root: files.Location, pending: list[Member
                     who = f"{teacher.name}[{i}]" if teacher is not None else f"slot {slot}"
                     failed.append(f"{who}: {(str(e).strip().splitlines() or ['unknown error'])[-1]}")
                     log(f"teacher {failed[-1]}")
+        before += len(ray.get(queue.progress.remote())[0])
         ray.kill(queue)
     if failed:
         raise UserError(f"{len(failed)} teacher member(s) failed, e.g. {failed[0]}: see {root / 'ray'}")
@@ -154,7 +161,13 @@ def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfi
     """Harvest members `indices` (trained, not harvested: e.g. their harvest died) in parallel, each in a task
     with a member's resources (a GPU where members had one), as many at once as the cluster fits."""
     resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
-    ray.get([harvest_task.options(**resources).remote(root, data_config, teacher, i, [data]) for i in indices])
+    left = [harvest_task.options(**resources).remote(root, data_config, teacher, i, [data]) for i in indices]
+    shown = progress.Progress(f"harvest of {teacher.name}", len(left))
+    while left:
+        shown.update(len(indices) - len(left), f"{min(len(left), concurrency([(teacher, 0)]))} running")
+        done, left = ray.wait(left, num_returns=1)
+        ray.get(done)
+    shown.update(len(indices))
 
 
 def concurrency(pending: list[tuple[TeacherConfig, int]]) -> int:

@@ -1,4 +1,4 @@
-"""Speech logic for TIMIT in plain PyTorch: phone tables, features, frame targets, PER.
+"""Speech logic for TIMIT in plain PyTorch: phone tables, features, frame targets, phone sequences, PER.
 
 Frames: 25 ms Hamming windows every 10 ms (400 and 160 samples at 16 kHz), Kaldi's framing
 (`snip_edges`): frame t covers samples [160 t, 160 t + 400), so an utterance of S samples has
@@ -81,12 +81,32 @@ def frame_targets(segments: torch.Tensor, n_frames: int, states: torch.Tensor | 
     unless `states` (T,) gives them (e.g. from a forced alignment).
     """
     centre = torch.arange(n_frames) * FRAME_SHIFT + FRAME_LENGTH // 2  # (T,)
-    seg = torch.searchsorted(segments[:, 1].contiguous(), centre, right=True).clamp_max(len(segments) - 1)
-    begin, end, phone = segments[seg].unbind(1)  # each (T,)
+    begin, end, phone = segments[frame_segments(segments, n_frames)].unbind(1)  # each (T,)
     if states is None:
         # floor(3 * (centre - begin) / (end - begin)), in integers: exact thirds, no rounding surprises.
         states = ((centre - begin).clamp_min(0) * STATES // (end - begin).clamp_min(1)).clamp(0, STATES - 1)
     return phone * STATES + states
+
+
+def frame_segments(segments: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(T,) int64 index of the .PHN segment (a row of `segments`, see `frame_targets`) under each frame's centre.
+    Two segments of one phone side by side stay apart here, which frame targets alone cannot tell."""
+    centre = torch.arange(n_frames) * FRAME_SHIFT + FRAME_LENGTH // 2  # (T,)
+    return torch.searchsorted(segments[:, 1].contiguous(), centre, right=True).clamp_max(len(segments) - 1)
+
+
+def pad_sequences(sequences: list[list[int]]) -> torch.Tensor:
+    """Phone sequences of different lengths as one (U, L) int64 tensor, -1 after each sequence's end (a
+    tensor, not a list, so that it travels through the object store like every other field of a split)."""
+    out = torch.full((len(sequences), max(map(len, sequences), default=0)), -1, dtype=torch.int64)
+    for u, seq in enumerate(sequences):
+        out[u, :len(seq)] = torch.tensor(seq, dtype=torch.int64)
+    return out
+
+
+def unpad_sequences(padded: torch.Tensor) -> list[list[int]]:
+    """(U, L) from `pad_sequences` -> the U phone sequences."""
+    return [[p for p in row if p >= 0] for row in padded.tolist()]
 
 
 def phone_sequence(classes: torch.Tensor, fold_ids: torch.Tensor) -> list[int]:

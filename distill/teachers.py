@@ -30,3 +30,17 @@ def parse(name: str, members: Mapping[str, int], known: Sequence[str] = ()) -> t
         raise UserError(f"teacher {name!r} asks for members {idx} but {m['base']!r} has {count}: "
                         f"use indices below {count}")
     return m["base"], idx
+
+
+def member_files(spec: str | Sequence[str], members: int, what: str) -> list[str]:
+    """Each member's file of a teacher made elsewhere (its weights or its logits), from what the config gives:
+    one path or URI (one member), a tuple of one per member, or one pattern in which {i} is the member's index
+    ('resnet-{i}.pt': member 0 is resnet-0.pt). `what` names the setting in the error a wrong count gives."""
+    if isinstance(spec, str):
+        if "{i}" in spec:
+            return [spec.replace("{i}", str(i)) for i in range(members)]
+        spec = (spec,)
+    if len(spec) != members:
+        raise UserError(f"{what} names {len(spec)} file(s) for {members} member(s): give one per member, "
+                        "or one pattern with {i} for the member's index (e.g. 'resnet-{i}.pt')")
+    return list(spec)

@@ -6,6 +6,7 @@ the one seam the Ray adapters use (they forward metrics to Ray and save the chec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -34,6 +35,12 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" (to zero at `epochs`) or "constant"
     patience: int = 0  # stop after this many epochs without a better val score; 0: never stop early
     seed: int = 0
+    precision: str = "fp32"  # of the training steps: "fp32", "bf16" (autocast, fp32 weights) or "tf32" (CUDA)
+
+
+# Each precision's float32 matmul setting (torch.set_float32_matmul_precision) for the training steps: "high" lets
+# CUDA run fp32 matmuls on tensor cores in TF32 (10-bit mantissa); bf16 autocasts the matmuls themselves.
+PRECISIONS = {"fp32": "highest", "bf16": "highest", "tf32": "high"}
 
 
 # Devices with fused SGD / AdamW kernels in torch 2.14 (meta has none: counting parameters builds no optimizer).
@@ -82,6 +89,25 @@ def schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:
     raise UserError(f"unknown schedule {config.schedule!r}: use 'cosine' or 'constant'")
 
 
+def check_precision(config: TrainConfig, device: torch.device) -> None:
+    """Refuse a precision this device cannot run, in one line (CPUs have no TF32 mode: fp32 or bf16 there)."""
+    if config.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {config.precision!r}: use {', '.join(map(repr, PRECISIONS))}")
+    if config.precision == "tf32" and device.type != "cuda":
+        raise UserError(f"precision 'tf32' runs on CUDA only, not on {device.type}: use 'fp32' or 'bf16' there")
+
+
+@contextlib.contextmanager
+def float32_matmul(precision: str):
+    """torch's float32 matmul precision set to `precision` ("highest", "high") inside, and put back after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
         val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, report: Report | None = None,
         resume: dict | None = None) -> Fit:
@@ -90,7 +116,12 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
     x: N inputs, indexed per batch (`distill.data.Inputs`, or a tensor); target: (N, C) teacher logits (any float
     dtype: fp16 in a compact store, converted per batch) or (N,) labels; val: (val_x, val_y) with labels.
     The val score is (error, cross-entropy): error first, cross-entropy breaks the frequent ties.
+
+    `config.precision` sets the numerics of the training steps: fp32; bf16, the forward under autocast (matmuls
+    in bf16, the weights, their gradients and the optimizer's state in fp32, the loss on fp32 logits); tf32 on
+    CUDA. Val is scored in fp32, as `infer` scores test.
     """
+    check_precision(config, x.device)  # before any work: one line, not a failure minutes in
     started_at = time.time()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -117,14 +148,21 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
         t0 = time.perf_counter()
         model.train()
         total = torch.zeros((), device=x.device)
-        for idx in torch.randperm(n, generator=gen).to(x.device).split(config.batch_size):
-            t = target[idx]
-            batch_loss = loss(model(x[idx]), t.float() if t.is_floating_point() else t)
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            opt.step()
-            sched.step()
-            total += batch_loss.detach() * len(idx)
+        with float32_matmul(PRECISIONS[config.precision]):
+            for idx in torch.randperm(n, generator=gen).to(x.device).split(config.batch_size):
+                xb, t = x[idx], target.index_select(0, idx)  # (B, *input shape) fp32; (B, C) or (B,)
+                with torch.autocast(x.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+                    out = model(xb)  # (B, C), bf16 under autocast
+                batch_loss = loss(out.float(), t.float() if t.is_floating_point() else t)
+                # Freed, not zeroed: backward allocates every gradient afresh either way (a kept one only gets
+                # it added in, one more pass), so keeping them saved no page faults (45k per step at H=16k with
+                # glibc's defaults, none with freed memory kept in the heap) and no time (BENCHMARKS.md, figure 1).
+                opt.zero_grad(set_to_none=True)
+                batch_loss.backward()
+                opt.step()
+                if config.schedule != "constant":  # a constant rate needs no scheduler call per step
+                    sched.step()
+                total += batch_loss.detach() * len(idx)
         train_loss = total.item() / n  # one device sync per epoch, not per step
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch + 1} (lr={config.lr}): lower the lr")

@@ -1,5 +1,6 @@
-"""Phone decoding: Viterbi against brute force, the estimated tables, dev-only tuning, forced realignment,
-and decoding against frame collapse on frames with 5% of their argmax flipped."""
+"""Phone decoding: Viterbi against brute force (one weight for all, or one per utterance), a grid decoded
+in one pass against one point at a time, the estimated tables, dev-only tuning, forced realignment, and
+decoding against frame collapse on frames with 5% of their argmax flipped."""
 
 import inspect
 import itertools
@@ -67,6 +68,28 @@ def test_viterbi_equals_brute_force(seed, phones):
         score, path = brute_force(loglik[u, :n], hmm, lm, w, pen)
         assert float(best[u]) == pytest.approx(score, abs=1e-9)
         assert paths[u].tolist() == path.tolist()
+
+
+def test_per_utterance_weights_and_a_grid_in_one_pass_decode_as_one_point_at_a_time():
+    """Viterbi with a weight and penalty per utterance equals brute force at each utterance's own point, and
+    `decode_grid` (every point's utterances batched together, as `choose` runs it) equals `decode` per point."""
+    gen = torch.Generator().manual_seed(7)
+    hmm, lm = random_model(gen, 2)
+    loglik = 2 * torch.randn(4, 5, 6, generator=gen, dtype=torch.float64)
+    lengths = torch.tensor([5, 4, 5, 3])
+    w, pen = torch.tensor([0.5, 1.0, 3.0, 1.5]), torch.tensor([-2.0, 0.0, 1.0, -0.5])
+    paths, best = decode.viterbi(loglik, lengths, hmm, lm, w, pen)
+    for u, n in enumerate(lengths.tolist()):
+        score, path = brute_force(loglik[u, :n], hmm, lm, float(w[u]), float(pen[u]))
+        assert float(best[u]) == pytest.approx(score, abs=1e-9) and paths[u].tolist() == path.tolist()
+
+    model = decode.Decoder.fit(*corpus(gen, 30))
+    targets, lengths, _ = corpus(gen, 12)
+    logits = logits_of(gen, targets, model.log_priors, margin=2.0, flip=0.2)  # noisy: the points disagree
+    points = [(w, p) for w in (0.5, 4.0) for p in (-6.0, 0.0, 3.0)]
+    grid = decode.decode_grid(logits, lengths, model, points, batch=5)  # batches cut across points
+    singles = [decode.decode(logits, lengths, model, w, p) for w, p in points]
+    assert grid == singles and len({str(h) for h in grid}) > 1
 
 
 def test_phones_of_a_path():

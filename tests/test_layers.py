@@ -11,14 +11,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "distill"
 # package costs nothing). A module missing here fails until it is placed; one listed but absent is fine.
 LAYERS = [
     ["__init__", "errors"],
-    ["files"],
+    ["files", "imports", "progress"],
     ["losses", "models", "speech", "teachers", "train"],
     ["datasets", "decode", "targets"],
     ["data"],
     ["config"],
     ["experiment"],
     ["cache", "lease", "preflight", "record", "results"],
-    ["analysis"],
+    ["analysis", "export"],
     ["pipeline", "report"],
     ["budget", "local"],
     ["ray_shared"],

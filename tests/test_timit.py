@@ -1,5 +1,6 @@
 """TIMIT: the reader on a synthesized TIMIT-format corpus, features against torchaudio, targets, folding,
-PER on hand-made cases, the feature cache, and the smoke sweep end to end through Ray."""
+transcriptions and split sizes, PER on hand-made cases, the feature cache, decoded PER (weights chosen on
+dev alone, flipped frames), forced realignment, and the smoke sweep end to end through Ray."""
 
 import dataclasses
 import math
@@ -14,11 +15,15 @@ from timit_corpus import SPEAKERS
 from timit_corpus import write as write_corpus
 
 import distill.data
-from distill import cache, experiment, files, ray_shared, report, results, speech
+from distill import cache, experiment, files, local, pipeline, ray_shared, report, results, speech
 from distill.__main__ import main
-from distill.config import StudentConfig, load_sweep
+from distill.config import DataConfig, StudentConfig, SweepConfig, TeacherConfig, load_sweep
 from distill.datasets import timit
 from distill.errors import UserError
+
+# The synthesized corpus is tiny, so every load warns that it is not the standard corpus: said once, in
+# test_a_partial_copy_loads_with_a_warning_naming_its_sizes, and not in every other test's summary.
+pytestmark = pytest.mark.filterwarnings("ignore:TIMIT at .* is not the standard corpus")
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +94,38 @@ def test_lowercase_copy_reads_the_same(corpus, tmp_path):
     assert [(u.speaker, u.name) for u in lower["test"]] == [(u.speaker, u.name) for u in upper["test"]]
 
 
-@pytest.mark.parametrize("damage", ["missing", "no TEST", "no core test", "bad phone", "one level up"])
+def test_a_partial_copy_loads_with_a_warning_naming_its_sizes(corpus):
+    with pytest.warns(UserWarning, match="not the standard corpus") as caught:
+        found = timit.find(corpus[0])
+    msg = str(caught[0].message)
+    assert "\n" not in msg and "train has 6 speakers / 18 utterances, not 462 / 3696" in msg
+    assert "test has 2 speakers / 6 utterances, not 24 / 192" in msg
+    # A full copy's counts (speakers repeated to size) warn of nothing.
+    full = {split: [timit.Utterance(f"s{i % speakers}", f"u{i}", None, None) for i in range(utts)]
+            for split, (speakers, utts) in timit.STANDARD.items()}
+    assert timit.size_mismatch(full) == "" and timit.size_mismatch(found) != ""
+
+
+def test_transcriptions_come_from_the_phn_files_not_from_frames(corpus, raw):
+    """Each split's phone sequences are the .PHN files' own, every phone however short (so a phone that
+    covers no frame centre is still scored); train frames know their segment, so two segments of one
+    phone side by side stay two."""
+    root, written = corpus
+    found = timit.find(root)
+    for split in ("train", "val", "test"):
+        want = [[speech.PHONES.index(lab) for _, _, lab in written[str(u.phn)]] for u in found[split]]
+        assert speech.unpad_sequences(getattr(raw, f"{split}_phones")) == want
+    short = [(b, e) for u in found["test"] for b, e, _ in written[str(u.phn)] if e - b < 160]
+    assert short, "the corpus has phones shorter than a frame shift: the test would not show they are kept"
+    segments = raw.train_segments.split(raw.train_lengths.tolist())
+    phones = (raw.train_y // 3).split(raw.train_lengths.tolist())
+    for utt, seg, ph in zip(found["train"], segments, phones, strict=True):
+        rows = timit.read(utt)[1]
+        assert torch.equal(seg, speech.frame_segments(rows, len(seg))) and torch.equal(rows[seg, 2], ph)
+        assert (seg.diff() >= 0).all()
+
+
+@pytest.mark.parametrize("damage", ["missing", "no TEST", "no core test", "no dev", "bad phone", "one level up"])
 def test_missing_or_incomplete_root_is_one_line_user_error(damage, corpus, tmp_path):
     root = tmp_path / "TIMIT"
     if damage == "one level up":  # the LDC disc's layout: the user passes the folder that holds TIMIT/
@@ -98,8 +134,8 @@ def test_missing_or_incomplete_root_is_one_line_user_error(damage, corpus, tmp_p
         shutil.copytree(corpus[0], root)
     if damage == "no TEST":
         shutil.rmtree(root / "TEST")
-    if damage == "no core test":
-        for name in ("MDAB0", "FELC0"):
+    if damage in ("no core test", "no dev"):
+        for name in ("MDAB0", "FELC0") if damage == "no core test" else ("FAKS0", "MGWT0"):
             shutil.rmtree(root / "TEST" / "DR1" / name)
     if damage == "bad phone":
         phn = next((root / "TRAIN").rglob("SX*.PHN"))
@@ -109,7 +145,8 @@ def test_missing_or_incomplete_root_is_one_line_user_error(damage, corpus, tmp_p
     msg = str(e.value)
     assert "\n" not in msg
     expected = {"missing": f"TIMIT not found at {root}", "no TEST": f"TIMIT not found at {root}",
-                "no core test": "no utterances of the core-test speakers", "bad phone": "silence': expected",
+                "no core test": "no utterances of the core-test speakers",
+                "no dev": "no utterances of the dev-set speakers", "bad phone": "silence': expected",
                 "one level up": f"(did you mean {root / 'TIMIT'}?)"}[damage]
     assert expected in msg and ("--data-root" in msg or damage == "bad phone")
 
@@ -294,6 +331,8 @@ def test_splits_carry_the_dev_set_lengths_and_fold_through_the_object_store(corp
     again, back = ray_shared.get(ray_shared.pack(splits, transfer))
     assert back.x is again.train_x and torch.equal(again.fold, splits.fold)
     assert torch.equal(again.test_lengths, splits.test_lengths) and torch.equal(again.val_x[:], splits.val_x[:])
+    for name in ("train_lengths", "train_phones", "val_phones", "test_phones", "train_segments"):
+        assert torch.equal(getattr(again, name), getattr(splits, name)), name
     assert again.val_x.stored.dtype == torch.float16 and again.val_x.context == 3
     images = distill.data.load("digits", val_size=100)
     assert images.val_lengths is None and images.fold is None
@@ -313,12 +352,113 @@ def test_student_rows_carry_phone_error_rates(corpus):
     cell = sweep.cells()[-1]
     assert cell.target == "labels"
     row = experiment.run_student(cell, splits, transfer, None, None)
-    for key in ("val_per", "test_per", "val_fer", "test_fer"):
+    for key in ("val_per", "test_per", "val_collapse_per", "test_collapse_per", "val_fer", "test_fer"):
         assert math.isfinite(row[key]) and row[key] >= 0, key
+    assert row["decode_lm_weight"] > 0 and math.isfinite(row["decode_insertion_penalty"])
     assert 0 <= row["test_fer"] <= row["test_error"]  # folding can only merge classes
     digits = distill.data.load("digits", val_size=100)
     assert "test_per" not in experiment.run_student(StudentConfig(hidden=8, target="labels"), digits,
                                                     distill.data.transfer_set(digits, 0), None, None)
+
+
+def oracle_logits(targets: torch.Tensor, seed: int, flip: float = 0.0) -> torch.Tensor:
+    """(F, 183) logits of a net that knows each frame's target (+8 and N(0, 1) noise), but for a `flip`
+    fraction of frames whose argmax is a random wrong class."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(len(targets), speech.CLASSES, generator=gen)
+    logits[torch.arange(len(targets)), targets] += 8
+    flipped = (torch.rand(len(targets), generator=gen) < flip).nonzero()[:, 0]
+    other = (targets[flipped] + torch.randint(1, speech.CLASSES, (len(flipped),), generator=gen)) % speech.CLASSES
+    logits[flipped, other] += 20
+    return logits
+
+
+def test_decoded_per_shrugs_off_flipped_frames_that_collapse_per_counts(corpus):
+    """The synthesized corpus, frames right but for 5% flipped at random: frame collapse turns every flip into
+    insertions, decoding (HMMs, bigram, weights chosen on dev) barely moves. Clean frames do not score 0
+    decoded: the reference is the .PHN itself, whose phones shorter than 3 frames no 3-state HMM can emit."""
+    splits = distill.data.load("timit", str(corpus[0]))
+    per = {}
+    for flip in (0.0, 0.05):
+        logits = {s: oracle_logits(splits.split(s)[1], seed, flip) for seed, s in enumerate(("val", "test"))}
+        per[flip] = experiment.speech_scores(splits, logits)
+    clean, flipped = per[0.0], per[0.05]
+    print(f"\ncore test, 5% frames flipped: collapse PER {clean['test_collapse_per']:.3f} -> "
+          f"{flipped['test_collapse_per']:.3f}, decoded PER {clean['test_per']:.3f} -> {flipped['test_per']:.3f}")
+    assert clean["test_collapse_per"] == 0 and flipped["test_collapse_per"] > 0.3
+    assert clean["test_per"] < 0.2 and flipped["test_per"] - clean["test_per"] < 0.03
+    assert flipped["test_fer"] == pytest.approx(0.05, abs=0.02)
+
+
+def test_timit_shaped_carries_transcriptions_that_match_its_frames():
+    """The synthetic data set decodes like TIMIT: each utterance's transcription is its runs' phones, each
+    train frame knows its run, and frames that are right decode to nearly its transcriptions."""
+    splits = distill.data.load("timit-shaped", args={"frames": 3000})
+    frames = zip((splits.train_y // 3).split(splits.train_lengths.tolist()),
+                 splits.train_segments.split(splits.train_lengths.tolist()),
+                 speech.unpad_sequences(splits.train_phones), strict=True)
+    for phone, seg, seq in frames:
+        starts = torch.cat([torch.tensor([True]), seg[1:] != seg[:-1]])
+        assert phone[starts].tolist() == seq and seg[-1] == len(seq) - 1
+    logits = {s: oracle_logits(splits.split(s)[1], seed) for seed, s in enumerate(("val", "test"))}
+    scores = experiment.speech_scores(splits, logits)
+    assert scores["test_per"] < 0.05 and scores["val_per"] < 0.05
+
+
+def test_decoding_weights_are_chosen_on_dev_without_reading_test(corpus):
+    """Poison test (random logits, and references of another utterance order): the LM weight, the penalty and
+    the dev PER stay exactly as they were; only the test PER changes."""
+    splits = distill.data.load("timit", str(corpus[0]))
+    val = oracle_logits(splits.val_y, 0, flip=0.05)
+    clean = experiment.speech_scores(splits, {"val": val, "test": oracle_logits(splits.test_y, 1)})
+    poisoned = dataclasses.replace(splits, test_phones=splits.test_phones.flip(0))
+    garbage = torch.randn(len(splits.test_y), speech.CLASSES, generator=torch.Generator().manual_seed(2))
+    dirty = experiment.speech_scores(poisoned, {"val": val, "test": garbage})
+    chosen = ("decode_lm_weight", "decode_insertion_penalty", "val_per", "val_collapse_per")
+    assert {k: dirty[k] for k in chosen} == {k: clean[k] for k in chosen}
+    assert dirty["test_per"] > clean["test_per"] + 0.3
+    assert experiment.speech_scores(splits, {"val": val}).keys() == {"val_per", "val_collapse_per", "val_fer",
+                                                                      "decode_lm_weight", "decode_insertion_penalty"}
+
+
+def test_realigned_targets_keep_every_phone_boundary_and_move_states(corpus):
+    """Forced alignment under a net whose state 0 always lasts one frame: every frame keeps its phone and every
+    .PHN segment stays where it was (two segments of one phone side by side included), while the states move
+    off the equal thirds to follow the net."""
+    splits = distill.data.load("timit", str(corpus[0]))
+    y, seg = splits.train_y, splits.train_segments
+    # Each segment's wanted states: 0 for its first frame, 2 for its last third, 1 between.
+    starts = torch.ones(len(y), dtype=torch.bool)
+    starts[1:] = seg[1:] != seg[:-1]
+    starts[torch.cumsum(splits.train_lengths, 0)[:-1]] = True
+    first = starts.nonzero()[:, 0]
+    size = torch.diff(first, append=torch.tensor([len(y)]))
+    offset = torch.arange(len(y)) - first.repeat_interleave(size)
+    n = size.repeat_interleave(size)
+    wanted = torch.where(offset == 0, 0, torch.where(3 * offset >= 2 * n, 2, 1))
+    wanted = torch.where(n >= 3, wanted, (2 * offset + 1) * 3 // (2 * n))  # shorter ones: the third of each centre
+    new = experiment.realigned_targets(splits, oracle_logits(y // 3 * 3 + wanted, 0))
+    assert torch.equal(new // 3, y // 3)
+    assert torch.equal(new, y // 3 * 3 + wanted)
+    moved = (new != y) & (n >= 6)
+    assert moved.float().mean() > 0.1  # thirds and the net disagree on many frames
+    # Every segment still runs 0 -> 1 -> 2 (for >= 3 frames): states never go back within a segment.
+    same = ~starts[1:]
+    assert ((new[1:] % 3 >= new[:-1] % 3) | ~same).all()
+
+
+def test_realign_under_a_trained_member_changes_only_states(corpus):
+    """One pass as the teacher phase would run it: a member trained on the thirds, its train logits, new
+    targets. Phones, every other field and the transfer set's view of the labels follow."""
+    sweep = load_sweep("sweeps/timit.py", "smoke")
+    splits, transfer = experiment.prepare(dataclasses.replace(sweep.data, root=str(corpus[0])))
+    teacher = dataclasses.replace(sweep.teachers[0], train=dataclasses.replace(sweep.teachers[0].train, epochs=1))
+    model, _ = experiment.train_member(teacher, 0, splits, transfer)
+    again = experiment.realign(splits, model)
+    assert torch.equal(again.train_y // 3, splits.train_y // 3) and not torch.equal(again.train_y, splits.train_y)
+    assert again.train_x is splits.train_x and again.test_y is splits.test_y
+    x, y, _ = experiment.member_task(teacher, 1, again, transfer)
+    assert torch.equal(y, again.train_y[transfer.source])
 
 
 @pytest.mark.ray
@@ -329,13 +469,49 @@ def test_smoke_sweep_runs_end_to_end_through_ray(ray_local, corpus, tmp_path):
     assert sorted(frame["target"]) == ["labels", "mimic"] and set(frame["status"]) == {"ok"}
     assert (frame["params"] == 1845 * 16 + 16 * 128 + 128 + 128 * 183 + 183).all()
     assert frame["test_error"].between(0, 1).all() and frame["test_fer"].between(0, 1).all()
-    assert (frame["test_per"] >= 0).all() and np.isfinite(frame["test_per"]).all()
+    assert (frame["test_per"] >= 0).all() and np.isfinite(frame["test_per"]).all()  # decoded
+    assert (frame["test_collapse_per"] >= 0).all() and frame["decode_lm_weight"].notna().all()
     manifest = files.read_json(cache.cache_paths(tmp_path / "timit-smoke", "ecnn")[1])
     assert manifest["shapes"]["transfer"][2] == 183 and len(manifest["members"]) == 2
     assert 0 <= manifest["ensemble"]["test_per"] and 0 <= manifest["ensemble"]["test_fer"] <= 1
+    assert "decode_lm_weight" in manifest["ensemble"] and "test_collapse_per" in manifest["ensemble"]
     assert all(0 <= m["test_per"] and 0 <= m["test_fer"] <= m["test_error"] for m in manifest["members"])
     # The report names every teacher's architecture and size from what the run recorded (no lookup table).
     member = files.read_json(cache.member_dir(tmp_path / "timit-smoke", "ecnn", 0) / "result.json")
     text = report.write(tmp_path / "timit-smoke").read_text()
     assert member["architecture"] == "8c3-p-64-183" and member["params"] > 0
     assert f"| {member['architecture']} | {member['params']:,} |" in text
+
+
+def test_realign_trains_an_aligner_then_every_net_on_its_alignment(corpus, tmp_path):
+    """DataConfig(realign=True) through the pipeline (--local): member 0 of the first teacher trains on the thirds
+    (the aligner), its logits realign the states once, and the members and students train on that; the record
+    names the alignment, and a second run reuses it."""
+    sweep = load_sweep("sweeps/timit.py", "smoke")
+    short = dataclasses.replace(sweep.teachers[0].train, epochs=2)
+    sweep = dataclasses.replace(
+        sweep, data=dataclasses.replace(sweep.data, root=str(corpus[0]), realign=True),
+        teachers=(dataclasses.replace(sweep.teachers[0], train=short),),
+        student=dataclasses.replace(sweep.student, train=dataclasses.replace(sweep.student.train, epochs=2)))
+    splits, transfer = experiment.prepare(sweep.data)
+    logs: list[str] = []
+    pipeline.run(sweep, tmp_path, local.Executor(sweep, tmp_path, splits, transfer, logs.append), "run", logs.append)
+    aligner = files.read_json(cache.member_dir(tmp_path, "ecnn-aligner", 0) / "result.json")
+    member = files.read_json(cache.member_dir(tmp_path, "ecnn", 0) / "result.json")
+    assert aligner["identity"]["data"]["realign"] is False and member["identity"]["data"]["realign"] is True
+    (path,) = (tmp_path / "alignment").glob("*.pt")
+    targets = torch.load(path, weights_only=True)["targets"]
+    assert torch.equal(targets // 3, splits.train_y // 3) and not torch.equal(targets, splits.train_y)
+    (run,) = (tmp_path / "runs").glob("*.json")
+    assert files.read_json(run)["alignment"]["frames_changed"] == float((targets != splits.train_y).float().mean())
+    assert set(results.load(tmp_path)["status"]) == {"ok"}
+    before = path.stat().st_mtime_ns
+    pipeline.run(sweep, tmp_path, local.Executor(sweep, tmp_path, splits, transfer, logs.append), "run", logs.append)
+    assert path.stat().st_mtime_ns == before and any("not retrained" in line for line in logs)
+
+
+def test_realign_needs_transcriptions(tmp_path):
+    sweep = SweepConfig(name="x", data=DataConfig(name="digits", realign=True), teachers=(TeacherConfig(name="t"),))
+    splits, transfer = experiment.prepare(sweep.data)
+    with pytest.raises(UserError, match=r"realign=True\) needs a speech data set"):
+        pipeline.run(sweep, tmp_path, local.Executor(sweep, tmp_path, splits, transfer), "teachers")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from distill import losses, models
+from distill.data import Inputs
 from distill.train import Diverged, TrainConfig, agreement, error, fit, infer, logit_rmse
 
 
@@ -80,6 +81,28 @@ def test_keeps_best_val_state_and_stops_early():
     result = fit(model, x[:300], y_noise[:300], losses.cross_entropy, (x[300:], y[300:]), config)
     assert result.epochs == result.best_epoch + 3 < 30
     assert error(infer(model, x[300:]), y[300:]) == result.best_val_error
+
+
+def test_compact_inputs_train_exactly_as_the_normalised_tensor_they_stand_for():
+    # uint8 images normalised per batch (Inputs, as trials hold them), a subset of them (a shard's rows), and the
+    # same inputs normalised up front in fp32: the same weights, bit for bit.
+    g = torch.Generator().manual_seed(0)
+    stored = torch.randint(0, 256, (400, 1, 4, 4), dtype=torch.uint8, generator=g)
+    mean, std = torch.full((1, 1, 1, 1), 100.0), torch.full((1, 1, 1, 1), 60.0)
+    dense = (stored.float() - mean) / std  # (400, 1, 4, 4)
+    y = (stored.flatten(1).float().mean(1) > 127.5).long()
+    rows = torch.randperm(400, generator=g)[:300]
+
+    def weights(x, labels):
+        torch.manual_seed(0)
+        model = models.snn((1, 4, 4), 2, hidden=16)
+        config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=32, epochs=2)
+        fit(model, x, labels, losses.cross_entropy, (dense[:50], y[:50]), config)
+        return list(model.parameters())
+
+    for compact, plain, labels in ((Inputs(stored, mean, std), dense, y),
+                                   (Inputs(stored, mean, std).take(rows), dense[rows], y[rows])):
+        assert all(map(torch.equal, weights(compact, labels), weights(plain, labels)))
 
 
 def test_divergence_is_reported():

@@ -39,6 +39,14 @@ class Raw:
     # per batch within its utterance (distill.data.Inputs); then every split must give its lengths.
     context: int = 0
     fold: torch.Tensor | None = None  # (classes,) int64 class -> scored label (-1: not scored); None for images
+    # Speech, for decoding (distill.decode): each utterance's transcription, (U, L) int64 phone indices padded
+    # with -1 (speech.pad_sequences), read from the transcription itself, not from frames; and for forced
+    # alignment, (F,) int64 the index of each train frame's segment within its utterance, which keeps apart
+    # two segments of one phone side by side. None: the data set has no transcriptions (no decoded PER).
+    train_phones: torch.Tensor | None = None
+    val_phones: torch.Tensor | None = None
+    test_phones: torch.Tensor | None = None
+    train_segments: torch.Tensor | None = None
 
 
 def default_root() -> str:

@@ -11,7 +11,12 @@ inputs when flattened; the 2-D `cnn` convolves over frequency x time). Frames ar
 context is gathered per batch (`distill.data.Inputs`). Features are normalised with one global mean and
 standard deviation per feature (123 of them) over all training frames (`distill.data.load`'s per-channel
 standardisation then changes them by almost nothing). Labels are the
-183 phone-state classes of `distill.speech`.
+183 phone-state classes of `distill.speech`. Every split also carries its .PHN phone sequences, which
+decoding is estimated from (train) and scored against (dev, core test), and train the .PHN segment of
+each frame, for forced alignment (`distill.decode`).
+
+A copy whose speaker or utterance counts differ from the standard ones (`STANDARD`) loads with a warning;
+a split with no utterances at all is an error.
 
 Extraction is the slow part, so its result per split is cached under $DISTILL_CACHE/timit (default
 ~/.cache/distill/timit; never inside the TIMIT copy, which may be read-only), named by a hash of the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +49,11 @@ CORE_TEST_SPEAKERS = frozenset("""
 mdab0 mwbt0 felc0 mtas1 mwew0 fpas0 mjmp0 mlnt0 fpkt0 mlll0 mtls0 fjlm0 mbpm0 mklt0 fnlp0 mcmj0 mjdh0
 fmgd0 mgrt0 mnjm0 fdhc0 mjln0 mpam0 fmld0""".split())
 # Everything that changes the cached features; bump `version` when the extraction code changes.
-SETTINGS = {"version": 1, "mel": speech.MEL, "frame_length": speech.FRAME_LENGTH,
+SETTINGS = {"version": 2, "mel": speech.MEL, "frame_length": speech.FRAME_LENGTH,
             "frame_shift": speech.FRAME_SHIFT, "window": "hamming", "energy": True,
             "delta_window": speech.DELTA_WINDOW, "states": speech.STATES, "phones": speech.PHONES}
+# A full copy (SA dropped): speakers and utterances per split. Another count still trains, with a warning.
+STANDARD = {"train": (462, 3696), "val": (50, 400), "test": (24, 192)}
 FIX = "pass --data-root pointing at the folder that holds TRAIN/ and TEST/ (LDC93S1's layout)"
 
 
@@ -92,7 +100,17 @@ def find(root: str | Path) -> dict[str, list[Utterance]]:
             where = {"train": "TRAIN/", "val": "the dev-set speakers in TEST/", "test": "the core-test speakers "
                      "in TEST/"}[split]
             raise UserError(f"TIMIT at {root} has no utterances of {where} (e.g. TEST/DR1/MDAB0): {FIX}")
+    if odd := size_mismatch(splits):
+        warnings.warn(f"TIMIT at {root} is not the standard corpus: {odd}; scores are not comparable with the "
+                      "paper's", stacklevel=2)
     return splits
+
+
+def size_mismatch(splits: dict[str, list[Utterance]]) -> str:
+    """'' for a full copy, else each split whose speakers / utterances differ from `STANDARD`, in words."""
+    found = {split: (len({u.speaker for u in utts}), len(utts)) for split, utts in splits.items()}
+    return "; ".join(f"{split} has {found[split][0]} speakers / {found[split][1]} utterances, not {want[0]} / "
+                     f"{want[1]}" for split, want in STANDARD.items() if found[split] != want)
 
 
 def read(utt: Utterance) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,8 +138,9 @@ def read(utt: Utterance) -> tuple[torch.Tensor, torch.Tensor]:
 
 def extract(utts: list[Utterance]) -> dict[str, torch.Tensor]:
     """Features and targets of every frame, utterances back to back: feats (F, 3, 41) float32,
-    targets (F,) int64, lengths (U,) int64 frames per utterance."""
-    feats, targets, lengths = [], [], []
+    targets (F,) int64, lengths (U,) int64 frames per utterance, segments (F,) int64 each frame's .PHN
+    segment within its utterance, phones (U, L) int64 each .PHN's phone sequence (-1 padded)."""
+    feats, targets, lengths, segs, phones = [], [], [], [], []
     # One utterance is a small tensor: with several threads on busy cores, fbank's ops spent 20-80x
     # longer waiting on each other than computing (measured: 100-150 ms vs 2-5 ms per utterance).
     threads = torch.get_num_threads()
@@ -132,11 +151,14 @@ def extract(utts: list[Utterance]) -> dict[str, torch.Tensor]:
             f = speech.features(wave)  # (T, 3, 41)
             feats.append(f)
             targets.append(speech.frame_targets(segments, len(f)))
+            segs.append(speech.frame_segments(segments, len(f)))
             lengths.append(len(f))
+            phones.append(segments[:, 2].tolist())  # every phone of the transcription, however short
     finally:
         torch.set_num_threads(threads)
     return {"feats": torch.cat(feats), "targets": torch.cat(targets),
-            "lengths": torch.tensor(lengths, dtype=torch.int64)}
+            "lengths": torch.tensor(lengths, dtype=torch.int64), "segments": torch.cat(segs),
+            "phones": speech.pad_sequences(phones)}
 
 
 def cache_dir() -> Path:
@@ -188,4 +210,5 @@ def load(root: str | None = None, context: int = CONTEXT) -> Raw:
                test_y=data["test"]["targets"], classes=speech.CLASSES, flips=False, val_x=frames("val"),
                val_y=data["val"]["targets"], val_lengths=data["val"]["lengths"],
                test_lengths=data["test"]["lengths"], train_lengths=data["train"]["lengths"], context=context,
-               fold=speech.fold_table())
+               fold=speech.fold_table(), train_phones=data["train"]["phones"], val_phones=data["val"]["phones"],
+               test_phones=data["test"]["phones"], train_segments=data["train"]["segments"])
