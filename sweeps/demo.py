@@ -57,6 +57,8 @@ def get_config(variant: str = "default") -> SweepConfig:
     if variant == "full":  # the same sweep folder: the default's teachers and finished students are kept
         return dataclasses.replace(demo, bottleneck=(None, 64), archs=("snn", "conv_snn"),
                                    arch_args={"conv_snn": {"channels": 16, "kernel": 5}})
+    if variant == "fp32":  # everything stored in fp32 (images, logits), in its own folder: what compact costs
+        return dataclasses.replace(demo, name="demo-fp32", data=dataclasses.replace(demo.data, compact=False))
     if variant == "wide":
         # The design card's widths with the paper's k = 250 (a 400k-unit student has 101M parameters), mimic and
         # labels-aug, one seed, one trial at a time with both cores; 3 epochs (a 400k-unit epoch is minutes here).
@@ -74,4 +76,4 @@ def get_config(variant: str = "default") -> SweepConfig:
                                     train=TrainConfig(lr=0.05, batch_size=64, epochs=3)),),
             hidden=(64,), bottleneck=(None, 16), targets=("mimic", "labels"), seeds=(0,),
             student=StudentConfig(hidden=64, train=TrainConfig(optimizer="adam", lr=3e-3, epochs=3)))
-    raise ValueError(f"unknown variant {variant!r}: use 'default', 'full', 'wide' or 'smoke'")
+    raise ValueError(f"unknown variant {variant!r}: use 'default', 'full', 'fp32', 'wide' or 'smoke'")
