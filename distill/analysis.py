@@ -38,6 +38,7 @@ class Run:
     record: dict  # the newest runs/*.json: the invocation that wrote the results; {} without one
     record_name: str  # its file name; "" without one
     teachers: pd.DataFrame  # see `teachers`
+    choices: list  # choices.json: what the fair protocol chose per target and shape; [] without one
 
 
 def load(root: files.Where) -> Run:
@@ -54,7 +55,8 @@ def load(root: files.Where) -> Run:
         paths = [cache.member_dir(root, t["name"], i) / "result.json" for i in range(t.get("members", 1))]
         members[t["name"]] = [files.read_json(p) if p.exists() else {} for p in paths]
     table = teachers(config, record, manifests, members, trials["teacher"].dropna().unique())
-    return Run(root, trials, config, record, records[-1].name if records else "", table)
+    choices = files.read_json(root / "choices.json") if (root / "choices.json").exists() else []
+    return Run(root, trials, config, record, records[-1].name if records else "", table, choices)
 
 
 def teachers(config: dict, record: dict, manifests: dict[str, dict], members: dict[str, list[dict]],
@@ -196,6 +198,44 @@ def quality(frame: pd.DataFrame, teachers: pd.DataFrame, level: float = 0.95) ->
             teachers=list(means.index), teacher_errors=[float(known[t]) for t in means.index],
             student_errors=[float(v) for v in means],
             monotone=bool((np.diff(means.to_numpy()) >= -1e-9).all())) | line)  # equal means (ties) are monotone
+    return pd.DataFrame(out)
+
+
+SHAPE = ["arch", "hidden", "bottleneck"]  # one student shape: its targets are compared
+ORDER = ("mimic", "labels-aug", "labels")  # the paper's first result, best first: mimic < labels-aug < labels
+
+
+def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi): the t interval of the mean over n values (n - 1 degrees of freedom; NaN for one value)."""
+    n, mean = len(values), float(np.mean(values))
+    if n < 2:
+        return mean, np.nan, np.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def headline(frame: pd.DataFrame, teacher: str, level: float = 0.95) -> pd.DataFrame:
+    """The paper's first result per student shape: mimic (learning from `teacher`) against labels-aug against
+    labels. Each target's mean test error over seeds with its interval, and each neighbouring pair's difference
+    paired by seed (the same seed's init in both) with its interval: `mimic-labels-aug` < 0 with an interval
+    below 0 is a lower error beyond seed noise. Pass `select`'s rows; shapes lacking a target are left out."""
+    rows = frame[(frame["target"].isin(ORDER[1:])) | ((frame["target"] == ORDER[0]) & (frame["teacher"] == teacher))]
+    rows = rows.reindex(columns=[*rows.columns, *(c for c in SHAPE if c not in rows)])
+    out = []
+    for key, group in rows.groupby(SHAPE, dropna=False):
+        by = {t: group[group["target"] == t].set_index("seed")["test_error"] for t in ORDER}
+        if any(v.empty for v in by.values()):
+            continue
+        row = dict(zip(SHAPE, key, strict=True)) | {"teacher": teacher}
+        for t, v in by.items():
+            row[t], row[f"{t}_lo"], row[f"{t}_hi"] = mean_interval(v.to_numpy(float), level)
+        for a, b in zip(ORDER, ORDER[1:], strict=False):  # neighbours: (mimic, labels-aug), (labels-aug, labels)
+            seeds = by[a].index.intersection(by[b].index)
+            diff = (by[a][seeds] - by[b][seeds]).to_numpy(float)
+            name = f"{a}-{b}"
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(diff, level) if len(diff) else (np.nan,) * 3
+        row["holds"] = bool(row["mimic"] < row["labels-aug"] < row["labels"])
+        out.append(row)
     return pd.DataFrame(out)
 
 

@@ -263,6 +263,51 @@ def quality_section(table: pd.DataFrame) -> list[str]:
     return [*lines, "", *sentences, ""]
 
 
+def headline_section(table: pd.DataFrame) -> list[str]:
+    """The paper's first result per student shape, as a table and a sentence each, whether or not it holds."""
+    if table.empty:
+        return ["The sweep lacks one of mimic, labels-aug and labels at every student shape: no comparison.", ""]
+    teacher = table["teacher"].iloc[0]
+    lines = [f"Test error % per student shape, mean over seeds with its 95% t interval: mimicking `{teacher}` "
+             "against the same student on labels of the same augmented inputs (labels-aug) and of the train inputs "
+             "alone (labels). Differences are paired by seed, with their 95% intervals.", "",
+             _row("student", "mimic", "labels-aug", "labels", "mimic - labels-aug", "labels-aug - labels",
+                  "mimic < labels-aug < labels"), "|---|---|---|---|---|---|---|"]
+    sentences = []
+    for _, h in table.iterrows():
+        k = f" k={h['bottleneck']:.0f}" if pd.notna(h["bottleneck"]) else ""
+        name = f"{h['arch']} H={h['hidden']}{k}"
+        cols = [interval(h[t], h[f"{t}_lo"], h[f"{t}_hi"]) for t in analysis.ORDER]
+        diffs = [interval(h[d], h[f"{d}_lo"], h[f"{d}_hi"]) for d in ("mimic-labels-aug", "labels-aug-labels")]
+        lines.append(_row(name, *cols, *diffs, "yes" if h["holds"] else "**no**"))
+        pairs = [("mimic", "labels-aug"), ("labels-aug", "labels")]
+        lower = [f"{a} below {b}" for a, b in pairs if h[f"{a}-{b}_hi"] < 0]
+        higher = [f"**{a} above {b}**" for a, b in pairs if h[f"{a}-{b}_lo"] > 0]
+        noise = ", ".join(lower + higher)
+        sentences.append(f"- {name}: " + ("mimic < labels-aug < labels holds" if h["holds"] else
+                         "**mimic < labels-aug < labels does not hold**") +
+                         (f"; beyond seed noise (the paired interval excludes 0): {noise}" if noise else
+                          "; no difference is beyond seed noise") + ".")
+    return [*lines, "", *sentences, ""]
+
+
+def protocol_section(choices: list[dict]) -> list[str]:
+    """What the fair protocol chose (choices.json): per target and shape, the setting and the val error it won by."""
+    if not choices:
+        return []
+    lines = ["## Protocol", "", "Each target and student shape was searched on the first seed (and, for mimic, the "
+             "first teacher); the setting of lowest val error (never test) trained every other seed and teacher "
+             "(`choices.json`, also in the run record).", "",
+             _row("target", "student", "searched on", "samples", "chosen", "val error %"), "|---|---|---|---|---|---|"]
+    for c in choices:
+        k = f" k={c['bottleneck']}" if c.get("bottleneck") else ""
+        chosen = ", ".join(f"{n} {v:.3g}" for n, v in sorted(c["settings"].items()))
+        lines.append(_row(c["target"], f"{c['arch']} H={c['hidden']}{k}", f"seed {c['seed']}" +
+                          (f", {c['teacher']}" if c.get("teacher") else ""), c["samples"], chosen,
+                          f"{100 * c['val_error']:.2f}"))
+    return [*lines, ""]
+
+
 def epochs_text(frame: pd.DataFrame) -> str:
     """How often a kept trial's best val epoch was the last of its epoch budget (then it may have stopped early)."""
     if not {"best_epoch", "epochs", "train.epochs"} <= set(frame.columns):
@@ -302,8 +347,13 @@ def write(results_dir: files.Where) -> files.Location:
           f"{len(frame)} kept (finished; per cell and seed the trial of lowest val error). Errors are test errors "
           "in %, mean ± sample std over seeds, (n) seeds; a teacher's member row pools its members instead. "
           "Architectures and sizes are as the run recorded them; n/a: not recorded (an older run).",
-          "", provenance(run), "",
-          "## Tables", "", tables(frame, teachers), "", "## Capacity curves", ""]
+          "", provenance(run), ""]
+    # The main teacher: the sweep's first student teacher (the protocol searched with it), else the most mimicked.
+    mimicked = frame.loc[frame["target"] == "mimic", "teacher"].value_counts()
+    main = (run.config.get("student_teachers") or list(mimicked.index) or [""])[0]
+    md += ["## Mimic against labels", "", *headline_section(analysis.headline(frame, main))]
+    md += protocol_section(run.choices)
+    md += ["## Tables", "", tables(frame, teachers), "", "## Capacity curves", ""]
     for t in names:
         path = root / f"capacity-{re.sub(r'[^A-Za-z0-9_]+', '-', t).strip('-') or 'labels'}.png"  # no [:] in files
         md += [f"![capacity curve, {t}]({capacity_figure(frame, teachers, t, path, f'{data}: students of {t}').name})",

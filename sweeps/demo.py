@@ -12,16 +12,20 @@ Protocol:  the learning rate (and, for the label targets, the hidden dropout) of
            samples); the choice is written to choices.json and the run record, and every other seed and teacher
            trains once with it. Test data chooses nothing. Every student trains up to 30 epochs with patience 5
            (the report says how often the best epoch was the last).
-Time:      measured 17 min 19 s on 2 idle cores on 2026-12-01 (teachers 5.3 min: 10 members 2 at a time, most of
-           it Ray Train's start-up per member; students 12 min: 18 search trials, one Tuner per shape, then 30):
-           over the 10 minutes asked; the time goes to per-member and per-Tuner overhead (BENCHMARKS.md 7).
+Time:      measured 10 min 10 s on 2 idle cores on 2026-12-01 (the code of b1ca149, command to results): Ray's start and
+           the data about 25 s, teachers 2.3 min (10 members in 2 slots of Ray Train, 140 s), students 7.7 min
+           (18 search trials of 6 cells in one Tuner, 2.5 min; then 30 trials, 5 min); 10 s over the 10 minutes
+           asked. --variant fp32 (everything stored in fp32, its own folder): the same work.
 Expected:  as measured (examples/demo/report.md; test sets of 1,000 digits: +-0.3 points is noise): 9 CNNs at
-           1.9-2.5% test error, their ensemble 1.60%, 3 of them 1.70%, the DNN 4.20%. Labels on the train inputs
-           6.0% (H=256) / 5.2% (H=1024); on the augmented inputs 2.70% / 2.93%; mimicking the 9-CNN ensemble
-           3.37% / 2.77%. So at H=1024 mimic < labels-aug < labels, but at H=256 mimic is WORSE than labels-aug
-           (the paper's first result does not hold there). Against teacher error, mimic students' error rises
-           with a slope of +0.30 (H=256, 95% CI +0.09 to +0.52) and +0.43 (H=1024, +0.34 to +0.53) points per
-           point; at H=256 not monotone (ecnn[0] gave a better student than ecnn[:3] and ecnn).
+           2.1-3.9% test error, their ensemble 2.10%, 3 of them 2.40%, `ecnn[0]` 2.10%, the DNN 4.90%. Labels on
+           the train inputs 6.00% (H=256) / 5.17% (H=1024); on the augmented inputs 3.17% / 3.00%; mimicking the
+           9-CNN ensemble 3.77% / 3.43%. So mimic < labels at both sizes, but mimic is WORSE than labels-aug at
+           both (+0.60 points, paired 95% interval +0.10 to +1.10, at H=256; +0.43, -0.37 to +1.23, at H=1024):
+           with the same augmented inputs, cross-entropy on labels beat L2 on these teachers' logits here; the
+           paper's first result does not hold on this data. Against teacher error, mimic students' error rises
+           with a slope of +0.41 (H=256, 95% CI +0.33 to +0.49) and +0.45 (H=1024, +0.26 to +0.63) points per
+           point: the DNN's students are clearly worst; among the three CNN teachers (2.1-2.4%) the order is not
+           monotone. The best epoch was never the last of the 30 (0 of 36 kept trials).
 """
 
 import dataclasses

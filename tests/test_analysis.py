@@ -136,3 +136,19 @@ def test_teacher_quality_slope_and_interval_match_ols_by_hand():
     assert q.teachers == ["ecnn", "ecnn[0]", "dnn"] and q.monotone and q.target == "mimic" and q.n == 9
     worse = frame.assign(test_error=np.where(frame["teacher"] == "ecnn", 0.035, frame["test_error"]))
     assert not analysis.quality(worse, teachers).iloc[0]["monotone"]  # the best teacher gave a worse student
+
+
+def test_headline_means_paired_differences_and_intervals_by_hand():
+    errors = {"mimic": [0.10, 0.12, 0.11], "labels-aug": [0.13, 0.13, 0.16], "labels": [0.20, 0.22, 0.21]}
+    rows = [dict(arch="snn", hidden=16, bottleneck=np.nan, target=t, teacher="t" if t == "mimic" else "", seed=s,
+                 test_error=e) for t, es in errors.items() for s, e in enumerate(es)]
+    rows.append(dict(arch="snn", hidden=16, bottleneck=np.nan, target="mimic", teacher="other", seed=0, test_error=0.9))
+    (h,) = analysis.headline(pd.DataFrame(rows), "t").to_dict("records")
+    t = stats.t.ppf(0.975, 2)
+    assert h["mimic"] == pytest.approx(0.11) and h["mimic_hi"] == pytest.approx(0.11 + t * 0.01 / math.sqrt(3))
+    # Paired by seed: mimic - labels-aug = -0.03, -0.01, -0.05: mean -0.03, sample std 0.02.
+    assert h["mimic-labels-aug"] == pytest.approx(-0.03)
+    assert h["mimic-labels-aug_hi"] == pytest.approx(-0.03 + t * 0.02 / math.sqrt(3))  # above 0: within noise
+    assert h["labels-aug-labels"] == pytest.approx(-0.07) and h["holds"]
+    worse = pd.DataFrame([r | {"test_error": 0.5} if r["target"] == "mimic" else r for r in rows])
+    assert not analysis.headline(worse, "t")["holds"].item()

@@ -225,3 +225,11 @@ def test_the_console_summary_is_the_cells_of_the_selected_trials():
     # labels at H=1000 without bottleneck: 2.87 ± 0.46 % over 3 seeds; the worse-val trial (0.001) is not averaged in
     assert re.search(r"\n\s+1000\s+0\s+795010\s+0\.0287\s+0\.0046\s+3\s", text)
     assert summary(pd.DataFrame([trial(10, None, "labels", "", 0, np.nan, status="failed")])) == "no trial finished"
+
+
+def test_the_report_compares_mimic_with_both_label_baselines_per_shape(written):
+    _, text = written
+    section = text[text.index("## Mimic against labels"):text.index("## Tables")]
+    assert "mimicking `ecnn`" in section and "| mimic < labels-aug < labels |" in section
+    # H=1000 without bottleneck: mimic 8.6-8.8 % < labels-aug 10.6-10.8 % < labels 2.6/2.6/3.4 %: does not hold.
+    assert "- snn H=1000: **mimic < labels-aug < labels does not hold**" in section
