@@ -65,14 +65,7 @@ def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
     root = files.location(root)
     made = [t for t in sweep.teachers if cache.source(t) != "trained"]
     imported(sweep, root, executor, made, log)
-    pending = []
-    for t in (t for t in sweep.teachers if t not in made):
-        for i in range(t.members):
-            result, why = cache.member_result(root, sweep.data, t, i)
-            if result is None:
-                pending.append((t, i))
-                if why != "not trained yet":
-                    log(f"teacher {t.name}[{i}]: {why}: training it again")
+    pending = unfinished(sweep, root, [t for t in sweep.teachers if t not in made], "trained", log)
     done = sum(t.members for t in sweep.teachers if t not in made) - len(pending)
     if done:
         log(f"teachers: {done} members finished before with these settings, not retrained")
@@ -99,20 +92,29 @@ def teachers(sweep: SweepConfig, root: files.Location, executor: Executor, log: 
             f"logits of {manifest['shapes']['transfer'][1]} transfer inputs cached")
 
 
+def unfinished(sweep: SweepConfig, root: files.Location, teachers: list[TeacherConfig], verb: str,
+               log: Log) -> list[tuple[TeacherConfig, int]]:
+    """The members of `teachers` not finished with the sweep's settings (`verb`: "trained" or "imported"); each
+    one finished with other settings is logged, as it is done again."""
+    pending = []
+    for t in teachers:
+        for i in range(t.members):
+            result, why = cache.member_result(root, sweep.data, t, i)
+            if result is None:
+                pending.append((t, i))
+                if why != "not trained yet":
+                    again = "training it again" if verb == "trained" else "importing it again"
+                    log(f"teacher {t.name}[{i}]: {why.replace('trained', verb)}: {again}")
+    return pending
+
+
 def imported(sweep: SweepConfig, root: files.Location, executor: Executor, made: list[TeacherConfig],
              log: Log) -> None:
     """Import the members of teachers made elsewhere (`made`) that are missing or whose file changed: every such
     member's file is read and checked against the data (keys, shapes, class and row counts) before the first is
     imported, so a wrong file is one line before any work. In the driver, not on workers: loading weights and one
     pass over the data is all an import costs, and the user's module need only be importable here."""
-    pending = []
-    for t in made:
-        for i in range(t.members):
-            result, why = cache.member_result(root, sweep.data, t, i)
-            if result is None:
-                pending.append((t, i))
-                if why != "not trained yet":
-                    log(f"teacher {t.name}[{i}]: {why.replace('trained', 'imported')}: importing it again")
+    pending = unfinished(sweep, root, made, "imported", log)
     for t, i in pending:
         cache.check_member(t, i, executor.splits, executor.transfer)
     for t, i in pending:
