@@ -114,6 +114,7 @@ class Splits:
     val_phones: torch.Tensor | None = None
     test_phones: torch.Tensor | None = None
     train_segments: torch.Tensor | None = None  # (N_train,) int64 segment of each frame within its utterance
+    notes: tuple[str, ...] = ()  # what the loader found odd about the copy (`Raw.notes`)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -188,7 +189,7 @@ def load(name: str, root: str | None = None, val_size: int = 500, seed: int = 0,
                   flips=raw.flips, val_lengths=opt(raw.val_lengths), test_lengths=opt(raw.test_lengths),
                   fold=opt(raw.fold), train_lengths=opt(raw.train_lengths), train_phones=opt(raw.train_phones),
                   val_phones=opt(raw.val_phones), test_phones=opt(raw.test_phones),
-                  train_segments=opt(raw.train_segments))
+                  train_segments=opt(raw.train_segments), notes=raw.notes)
 
 
 def read(name: str, root: str | None, args: dict | None) -> Raw:

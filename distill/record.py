@@ -57,7 +57,8 @@ def build(sweep: SweepConfig, argv: list[str], splits) -> dict:
                                                 "cpus": os.cpu_count(), "cuda": cuda},
             "data": {"name": splits.name, "shape": list(splits.shape), "classes": splits.classes,
                      "sizes": {s: len(getattr(splits, f"{s}_y")) for s in ("train", "val", "test")},
-                     "stored": str(splits.train_x.stored.dtype).removeprefix("torch."), "bytes": splits.nbytes},
+                     "stored": str(splits.train_x.stored.dtype).removeprefix("torch."), "bytes": splits.nbytes,
+                     "notes": list(getattr(splits, "notes", ()))},
             "teachers": [experiment.teacher_facts(t, splits) for t in sweep.teachers]}
 
 

@@ -15,7 +15,7 @@ from timit_corpus import SPEAKERS
 from timit_corpus import write as write_corpus
 
 import distill.data
-from distill import cache, experiment, files, local, pipeline, ray_shared, report, results, speech
+from distill import cache, experiment, files, local, pipeline, ray_shared, record, report, results, speech
 from distill.__main__ import main
 from distill.config import DataConfig, StudentConfig, SweepConfig, TeacherConfig, load_sweep
 from distill.datasets import timit
@@ -515,3 +515,11 @@ def test_realign_needs_transcriptions(tmp_path):
     splits, transfer = experiment.prepare(sweep.data)
     with pytest.raises(UserError, match=r"realign=True\) needs a speech data set"):
         pipeline.run(sweep, tmp_path, local.Executor(sweep, tmp_path, splits, transfer), "teachers")
+
+
+def test_a_partial_copy_is_named_in_the_run_record(corpus):
+    sweep = load_sweep("sweeps/timit.py", "smoke")
+    with pytest.warns(UserWarning, match="not the standard corpus"):
+        splits, _ = experiment.prepare(dataclasses.replace(sweep.data, root=str(corpus[0])))
+    (note,) = record.build(sweep, ["distill", "run"], splits)["data"]["notes"]
+    assert "train has 6 speakers / 18 utterances, not 462 / 3696" in note and "\n" not in note

@@ -47,6 +47,9 @@ class Raw:
     val_phones: torch.Tensor | None = None
     test_phones: torch.Tensor | None = None
     train_segments: torch.Tensor | None = None
+    # What the loader found odd about this copy (e.g. not TIMIT's standard sizes), one line each: logged as a
+    # warning and kept in the run record.
+    notes: tuple[str, ...] = ()
 
 
 def default_root() -> str:

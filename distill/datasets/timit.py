@@ -100,10 +100,15 @@ def find(root: str | Path) -> dict[str, list[Utterance]]:
             where = {"train": "TRAIN/", "val": "the dev-set speakers in TEST/", "test": "the core-test speakers "
                      "in TEST/"}[split]
             raise UserError(f"TIMIT at {root} has no utterances of {where} (e.g. TEST/DR1/MDAB0): {FIX}")
-    if odd := size_mismatch(splits):
-        warnings.warn(f"TIMIT at {root} is not the standard corpus: {odd}; scores are not comparable with the "
-                      "paper's", stacklevel=2)
+    if note := nonstandard(root, splits):
+        warnings.warn(note, stacklevel=2)
     return splits
+
+
+def nonstandard(root: str | Path, splits: dict[str, list[Utterance]]) -> str:
+    """The one-line warning for a copy of other than the standard sizes ('' for a full copy)."""
+    odd = size_mismatch(splits)
+    return odd and f"TIMIT at {root} is not the standard corpus: {odd}; scores are not comparable with the paper's"
 
 
 def size_mismatch(splits: dict[str, list[Utterance]]) -> str:
@@ -198,7 +203,8 @@ def load(root: str | None = None, context: int = CONTEXT) -> Raw:
     root = Path(root or Path(default_root()) / "TIMIT").expanduser()
     if context < 0:
         raise UserError(f"timit context={context} must be >= 0 (frames each side of the centre frame)")
-    data = {split: cached_extract(root, split, utts) for split, utts in find(root).items()}
+    found = find(root)
+    data = {split: cached_extract(root, split, utts) for split, utts in found.items()}
     train = data["train"]["feats"]
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)  # (3, 41): one per feature, train frames only
 
@@ -211,4 +217,5 @@ def load(root: str | None = None, context: int = CONTEXT) -> Raw:
                val_y=data["val"]["targets"], val_lengths=data["val"]["lengths"],
                test_lengths=data["test"]["lengths"], train_lengths=data["train"]["lengths"], context=context,
                fold=speech.fold_table(), train_phones=data["train"]["phones"], val_phones=data["val"]["phones"],
-               test_phones=data["test"]["phones"], train_segments=data["train"]["segments"])
+               test_phones=data["test"]["phones"], train_segments=data["train"]["segments"],
+               notes=tuple(n for n in [nonstandard(root, found)] if n))
