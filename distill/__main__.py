@@ -1,5 +1,5 @@
-"""The `distill` command line: `python -m distill {teachers,sweep,run} SWEEP_FILE [options]`, and
-`python -m distill report RESULTS_DIR`."""
+"""The `distill` command line: `python -m distill {teachers,sweep,run} SWEEP_FILE [options]`,
+`python -m distill report RESULTS_DIR` and `python -m distill export RESULTS_DIR [--where ...] [--out DIR]`."""
 
 from __future__ import annotations
 
