@@ -19,6 +19,12 @@ Time:      measured 10 min 10 s on 2 idle cores on 2026-12-01 (the code of b1ca1
            after: mimic test errors differ from the compact run's by +0.02 points on average over its 24 cells and
            seeds (seed-paired 95% interval -0.10 to +0.14; every cell's interval includes 0), label targets on the
            train inputs identically, the 9-CNN ensemble 2.10% compact vs 2.30% fp32.
+Wide:      --variant wide, measured 2026-12-01 on 2 idle cores (teachers cached; one trial at a time, 2 threads,
+           3 epochs, batch 256): H=8k (2.3M parameters) 11 s of training, test error labels-aug 3.9% / mimic
+           5.0%; H=32k (8.5M) 41 / 39 s, 4.1% / 4.7%; H=128k (33.6M) 225 / 214 s, 5.1% / 6.4%; H=400k (101M
+           parameters) still training when the session ended (about 12 min per trial expected from 128k's rate).
+           Three epochs are far too few for these widths (errors rise with H): it shows they train here, not
+           how well.
 Expected:  as measured (examples/demo/report.md; test sets of 1,000 digits: +-0.3 points is noise): 9 CNNs at
            2.1-3.9% test error, their ensemble 2.10%, 3 of them 2.40%, `ecnn[0]` 2.10%, the DNN 4.90%. Labels on
            the train inputs 6.00% (H=256) / 5.17% (H=1024); on the augmented inputs 3.17% / 3.00%; mimicking the
