@@ -242,13 +242,6 @@ def realigned_targets(splits: data.Splits, logits: torch.Tensor) -> torch.Tensor
     return new.to(splits.train_y.device)
 
 
-def realign(splits: data.Splits, model: nn.Module, batch_size: int = 1024) -> data.Splits:
-    """`splits` with train targets realigned under `model` (`realigned_targets` of its train-frame logits):
-    what the members and students after the first teacher member train on, one realignment pass. The
-    transfer set needs nothing new: its labels are read from `splits.train_y` through `transfer.source`."""
-    return dataclasses.replace(splits, train_y=realigned_targets(splits, infer(model, splits.train_x, batch_size)))
-
-
 def flatten(d: dict, prefix: str = "") -> dict:
     """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}: one column per setting in the results table."""
     out = {}

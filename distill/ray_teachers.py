@@ -162,9 +162,9 @@ def harvest(root: files.Location, data_config: DataConfig, teacher: TeacherConfi
     with a member's resources (a GPU where members had one), as many at once as the cluster fits."""
     resources = {"num_cpus": max(teacher.cpus_per_worker, 1), "num_gpus": teacher.gpus_per_worker}
     left = [harvest_task.options(**resources).remote(root, data_config, teacher, i, [data]) for i in indices]
-    shown = progress.Progress(f"harvest of {teacher.name}", len(left))
+    shown, fits = progress.Progress(f"harvest of {teacher.name}", len(left)), concurrency([(teacher, 0)])
     while left:
-        shown.update(len(indices) - len(left), f"{min(len(left), concurrency([(teacher, 0)]))} running")
+        shown.update(len(indices) - len(left), f"{min(len(left), fits)} running")
         done, left = ray.wait(left, num_returns=1)
         ray.get(done)
     shown.update(len(indices))
