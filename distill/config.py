@@ -69,6 +69,7 @@ class StudentConfig:
     arch: str = "snn"  # snn | conv_snn
     arch_args: Mapping = field(default_factory=dict)
     temperature: float = 4.0  # kd only
+    kd_weight: float = 1.0  # kd only: the KD term's weight; 1 - kd_weight goes to cross-entropy with the labels
     train: TrainConfig = TrainConfig()
 
 
@@ -81,6 +82,8 @@ class SearchConfig:
     momentum: tuple[float, float] | None = None
     weight_decay: tuple[float, float] | None = None  # log-uniform
     dropout: tuple[float, float] | None = None  # uniform range of the hidden dropout rate; label targets only
+    temperature: tuple[float, float] | None = None  # log-uniform range of KD's temperature; kd only
+    kd_weight: tuple[float, float] | None = None  # uniform range of KD's weight against the labels' loss; kd only
     grace_epochs: int = 3  # ASHA: epochs before a trial may be stopped
     concurrency: int | None = None  # trials at once; None: as many as the cluster's resources allow
     # False: the fair protocol. Each cell's search runs on the sweep's first seed only; the setting it chose by
@@ -187,12 +190,15 @@ RANGES = {
     "TeacherConfig.members": AT_LEAST_1, "TeacherConfig.workers": AT_LEAST_1,
     "TeacherConfig.cpus_per_worker": POSITIVE, "TeacherConfig.gpus_per_worker": NON_NEGATIVE,
     "StudentConfig.temperature": POSITIVE,
+    "StudentConfig.kd_weight": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "TrainConfig.lr": POSITIVE, "TrainConfig.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "TrainConfig.weight_decay": NON_NEGATIVE, "TrainConfig.batch_size": AT_LEAST_1, "TrainConfig.epochs": AT_LEAST_1,
     "TrainConfig.patience": NON_NEGATIVE,
     "SearchConfig.samples": AT_LEAST_1, "SearchConfig.lr": LOG_RANGE, "SearchConfig.weight_decay": LOG_RANGE,
     "SearchConfig.momentum": (lambda r: 0 <= r[0] <= r[1] < 1, "a range (lo, hi) with 0 <= lo <= hi < 1"),
     "SearchConfig.dropout": (lambda r: 0 <= r[0] <= r[1] < 1, "a range (lo, hi) with 0 <= lo <= hi < 1"),
+    "SearchConfig.temperature": LOG_RANGE,
+    "SearchConfig.kd_weight": (lambda r: 0 <= r[0] <= r[1] <= 1, "a range (lo, hi) with 0 <= lo <= hi <= 1"),
     "SearchConfig.grace_epochs": AT_LEAST_1, "SearchConfig.concurrency": AT_LEAST_1,
     "SweepConfig.cpus_per_trial": POSITIVE, "SweepConfig.gpus_per_trial": NON_NEGATIVE,
     "SweepConfig.teacher_concurrency": AT_LEAST_1, "SweepConfig.checkpoint_every": AT_LEAST_1,

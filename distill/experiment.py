@@ -89,7 +89,9 @@ def student_task(cell: StudentConfig, splits: data.Splits, transfer: data.Transf
         raise UserError(f"target {cell.target!r} needs teacher logits: run `distill teachers` first")
     else:
         y = teacher[:n] if target.inputs == "train" else teacher
-    return x, y, lambda out, t: target.loss(out, t, cell.temperature)
+        if target.labels:  # and the labels of the same inputs (KD's label term): each view its source's label
+            y = (y, splits.train_y if target.inputs == "train" else splits.train_y[transfer.source])
+    return x, y, lambda out, t: target.loss(out, t, cell)
 
 
 def build_student(cell: StudentConfig, splits: data.Splits) -> nn.Module:

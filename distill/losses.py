@@ -31,6 +31,14 @@ def kd(out: torch.Tensor, z: torch.Tensor, temperature: float = 4.0) -> torch.Te
     return temperature**2 * kl
 
 
+def kd_labels(out: torch.Tensor, z: torch.Tensor, y: torch.Tensor, temperature: float = 4.0,
+              weight: float = 1.0) -> torch.Tensor:
+    """Hinton et al.'s mix: `weight` * kd(out, z, T) + (1 - weight) * cross-entropy with the labels y (T,).
+    weight 1 is kd alone (the label term is not computed: it would cost a softmax per batch for nothing)."""
+    soft = kd(out, z, temperature)
+    return soft if weight == 1 else weight * soft + (1 - weight) * cross_entropy(out, y)
+
+
 def prob_l2(out: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """L2 on softmax outputs, 1/(2T) * sum_t ||softmax(g(x_t)) - softmax(z_t)||^2 (the paper found it worse)."""
     return mimic_l2(out.softmax(1), z.softmax(1))

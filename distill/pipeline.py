@@ -25,7 +25,10 @@ from distill.targets import TARGETS
 from distill.teachers import parse
 
 Log = Callable[[str], None]
-SEARCHED_TRAIN = ("lr", "momentum", "weight_decay")  # TrainConfig fields a search samples; arch_args: dropout
+# Every setting a search may sample (a field of SearchConfig giving its range), by where it lives in a student's
+# config: "train" (TrainConfig), "arch_args" (the model's keyword) or "cell" (StudentConfig itself).
+SEARCHED = {"lr": "train", "momentum": "train", "weight_decay": "train", "dropout": "arch_args",
+            "temperature": "cell", "kd_weight": "cell"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,16 +254,19 @@ def run_jobs(sweep: SweepConfig, root: files.Location, executor: Executor, todo:
 
 
 def space(sweep: SweepConfig, target: str) -> list[str]:
-    """The settings a search samples for a student of `target`: the train settings given a range, and the hidden
-    dropout for label targets (a teacher's logits need no dropout to regularise them)."""
-    s = sweep.search
-    names = [k for k in SEARCHED_TRAIN if getattr(s, k) is not None]
-    return names + (["dropout"] if s.dropout is not None and not TARGETS[target].teacher else [])
+    """The settings a search samples for a student of `target`, of those given a range: the train settings, the
+    hidden dropout for label targets (a teacher's logits need no dropout to regularise them), and the settings
+    the target's own loss reads (KD's temperature and weight)."""
+    entry = TARGETS[target]
+    wanted = {"train": True, "arch_args": not entry.teacher}
+    return [k for k, where in SEARCHED.items() if getattr(sweep.search, k) is not None
+            and (k in entry.settings if where == "cell" else wanted[where])]
 
 
 def setting(row: dict, names: list[str]) -> dict:
     """The searched settings a finished row was trained with ({'lr': ..., 'dropout': ...})."""
-    return {k: row[f"train.{k}"] if k in SEARCHED_TRAIN else row.get(f"arch_args.{k}", 0.0) for k in names}
+    column = {"train": "train.{}", "arch_args": "arch_args.{}", "cell": "{}"}
+    return {k: row.get(column[SEARCHED[k]].format(k), 0.0) for k in names}  # a missing dropout: none, 0.0
 
 
 def searched_first(sweep: SweepConfig, job: Job) -> bool:
@@ -320,10 +326,9 @@ def given(job: Job, logits: dict[tuple[str, str], object]) -> tuple[object | Non
 
 def searched_cell(job: Job, searched: dict) -> StudentConfig:
     """The job's cell with one sampled setting of a search ({'lr': ..., 'dropout': ...}; {} without one)."""
-    train = {k: v for k, v in searched.items() if k in SEARCHED_TRAIN}
-    arch = {k: v for k, v in searched.items() if k not in SEARCHED_TRAIN}
-    return dataclasses.replace(job.cell, train=dataclasses.replace(job.cell.train, **train),
-                               arch_args={**job.cell.arch_args, **arch})
+    where = {w: {k: v for k, v in searched.items() if SEARCHED[k] == w} for w in ("train", "arch_args", "cell")}
+    return dataclasses.replace(job.cell, **where["cell"], train=dataclasses.replace(job.cell.train, **where["train"]),
+                               arch_args={**job.cell.arch_args, **where["arch_args"]})
 
 
 def run(sweep: SweepConfig, root: files.Where, executor: Executor, command: str = "run", log: Log = print,

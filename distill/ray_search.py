@@ -32,7 +32,9 @@ def optuna_search(sweep: SweepConfig, done: list[dict], target: str) -> OptunaSe
     ranges = {"lr": s.lr and dist.FloatDistribution(*s.lr, log=True),
               "momentum": s.momentum and dist.FloatDistribution(*s.momentum),
               "weight_decay": s.weight_decay and dist.FloatDistribution(*s.weight_decay, log=True),
-              "dropout": s.dropout and dist.FloatDistribution(*s.dropout)}
+              "dropout": s.dropout and dist.FloatDistribution(*s.dropout),
+              "temperature": s.temperature and dist.FloatDistribution(*s.temperature, log=True),
+              "kd_weight": s.kd_weight and dist.FloatDistribution(*s.kd_weight)}
     space = {k: ranges[k] for k in pipeline.space(sweep, target)}
     points = [pipeline.setting(row, list(space)) for row in done]
     rewards = [row["val_error"] if row.get("status") == "ok" else 1.0 for row in done]

@@ -3,7 +3,7 @@
 The pipeline (`distill.pipeline`) decides what runs; this module only places it on the cluster. With
 `search.samples == 1` every pending job trains once with its config's settings, all in one Tune grid (as many
 at once as the resources allow, no early stopping: every cell is a point on a curve). With more samples,
-Optuna searches lr / momentum / weight decay / dropout within each cell (all cells in one Tuner, each with its
+Optuna searches the settings `pipeline.space` names within each cell (all cells in one Tuner, each with its
 own search and its own ASHA, `distill.ray_search`; warm-started with the cell's finished trials after an
 interruption) and ASHA stops poor trials.
 
@@ -25,12 +25,10 @@ from distill import experiment, files, pipeline, progress, ray_search, ray_share
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
-SEARCHED = (*pipeline.SEARCHED_TRAIN, "dropout")
-
 
 def sampled(config: dict) -> dict:
     """The settings a search sampled for a trial, from its Tune config ({} in a grid)."""
-    return {k: config[k] for k in SEARCHED if k in config}
+    return {k: config[k] for k in pipeline.SEARCHED if k in config}
 
 
 class Executor:

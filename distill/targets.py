@@ -7,21 +7,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from distill import losses
 
+if TYPE_CHECKING:  # config imports this table to validate target names
+    from distill.config import StudentConfig
+
 
 @dataclass(frozen=True)
 class Target:
     name: str  # as sweeps and results rows spell it
-    loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (student logits, target, temperature)
+    # (student logits (B, C), target, the student's config): the target is the teacher's logits (B, C), the
+    # labels (B,), or for a target with `labels` both, as (logits, labels).
+    loss: Callable[[torch.Tensor, object, StudentConfig], torch.Tensor]
     inputs: str  # "train": the labelled train inputs; "transfer": the transfer set (train + augmented views)
     teacher: bool  # learns from a teacher's logits (else from labels)
     title: str  # how the report names it
     order: int  # table order: baselines first, as in the paper
     colour: str  # matplotlib colour of its curves
+    labels: bool = False  # a teacher target that also gets the labels of its inputs (KD's label term)
+    settings: tuple[str, ...] = ()  # StudentConfig fields its loss reads, which a search may sample
 
 
 TARGETS = {t.name: t for t in (
@@ -29,7 +37,8 @@ TARGETS = {t.name: t for t in (
            "labels (train inputs)", 0, "C3"),
     Target("labels-aug", lambda out, y, _: losses.cross_entropy(out, y), "transfer", False,
            "labels (transfer inputs)", 1, "C1"),
-    Target("kd", losses.kd, "transfer", True, "KD (softened probabilities)", 2, "C2"),
+    Target("kd", lambda out, zy, cell: losses.kd_labels(out, *zy, cell.temperature, cell.kd_weight), "transfer",
+           True, "KD (softened probabilities)", 2, "C2", labels=True, settings=("temperature", "kd_weight")),
     Target("prob-l2", lambda out, z, _: losses.prob_l2(out, z), "transfer", True, "L2 on probabilities", 3, "C4"),
     Target("mimic", lambda out, z, _: losses.mimic_l2(out, z), "transfer", True, "mimic (L2 on logits)", 4, "C0"),
 )}

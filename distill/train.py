@@ -108,13 +108,23 @@ def float32_matmul(precision: str):
         torch.set_float32_matmul_precision(before)
 
 
+def rows(target: torch.Tensor | tuple, idx: torch.Tensor):
+    """Rows `idx` of a target: logits (N, C) of any float dtype as fp32 (B, C), labels (N,) as they are, or a tuple
+    of those (a teacher's logits with the labels, for KD's label term) as a tuple."""
+    if isinstance(target, tuple):
+        return tuple(rows(t, idx) for t in target)
+    t = target.index_select(0, idx)
+    return t.float() if t.is_floating_point() else t
+
+
 def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
         val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, report: Report | None = None,
         resume: dict | None = None) -> Fit:
     """Train `model` on (x, target) by `loss`, keep the state with the best val score, load it at the end.
 
     x: N inputs, indexed per batch (`distill.data.Inputs`, or a tensor); target: (N, C) teacher logits (any float
-    dtype: fp16 in a compact store, converted per batch) or (N,) labels; val: (val_x, val_y) with labels.
+    dtype: fp16 in a compact store, converted per batch), (N,) labels, or a tuple of both (`rows`);
+    val: (val_x, val_y) with labels.
     The val score is (error, cross-entropy): error first, cross-entropy breaks the frequent ties.
 
     `config.precision` sets the numerics of the training steps: fp32; bf16, the forward under autocast (matmuls
@@ -150,10 +160,10 @@ def fit(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss: Loss,
         total = torch.zeros((), device=x.device)
         with float32_matmul(PRECISIONS[config.precision]):
             for idx in torch.randperm(n, generator=gen).to(x.device).split(config.batch_size):
-                xb, t = x[idx], target.index_select(0, idx)  # (B, *input shape) fp32; (B, C) or (B,)
+                xb, t = x[idx], rows(target, idx)  # (B, *input shape) fp32; (B, C) fp32 or (B,), or both
                 with torch.autocast(x.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
                     out = model(xb)  # (B, C), bf16 under autocast
-                batch_loss = loss(out.float(), t.float() if t.is_floating_point() else t)
+                batch_loss = loss(out.float(), t)
                 # Freed, not zeroed: backward allocates every gradient afresh either way (a kept one only gets
                 # it added in, one more pass), so keeping them saved no page faults (45k per step at H=16k with
                 # glibc's defaults, none with freed memory kept in the heap) and no time (BENCHMARKS.md, figure 1).

@@ -94,3 +94,16 @@ def test_teacher_targets_are_searched_with_the_first_teacher_and_reused_for_the_
     assert set(frame[frame["teacher"] == "b"]["train.lr"]) == {0.01}  # a's choice, not searched again
     reused = frame[(frame["teacher"] == "b") | (frame["seed"] > 0)]
     assert reused["arch_args.dropout"].isna().all()  # mimic: dropout is not a searched setting, none is reused
+
+
+def test_kds_temperature_and_weight_are_searched_for_kd_alone_and_read_back_from_its_row():
+    sweep = dataclasses.replace(SWEEP, targets=("kd", "mimic", "labels"), student_teachers=("t",),
+                                teachers=(TeacherConfig(name="t"),),
+                                search=dataclasses.replace(SWEEP.search, temperature=(1.0, 8.0), kd_weight=(0.0, 1.0)))
+    assert pipeline.space(sweep, "kd") == ["lr", "temperature", "kd_weight"]
+    assert pipeline.space(sweep, "mimic") == ["lr"] and pipeline.space(sweep, "labels") == ["lr", "dropout"]
+    job = next(j for j in pipeline.jobs(sweep, "unused", keys={"t": "kt"}) if j.cell.target == "kd")
+    sampled = {"lr": 0.02, "temperature": 3.0, "kd_weight": 0.4}
+    cell = pipeline.searched_cell(job, sampled)
+    assert (cell.train.lr, cell.temperature, cell.kd_weight) == (0.02, 3.0, 0.4)
+    assert pipeline.setting(experiment.cell_columns(cell), pipeline.space(sweep, "kd")) == sampled

@@ -45,3 +45,13 @@ def test_a_trial_is_stopped_only_against_its_own_cell():
     worse = trial(10, "mimic")
     asha.on_trial_add(None, worse)
     assert asha.on_trial_result(None, worse, {"training_iteration": 1, "val_error": 0.5}) == TrialScheduler.STOP
+
+
+def test_a_kd_cell_samples_its_temperature_log_uniformly_and_its_weight_in_range():
+    sweep = SweepConfig(name="kd", data=DataConfig(name="digits"), targets=("kd",), student_teachers=("t",),
+                        search=SearchConfig(samples=8, temperature=(1.0, 16.0), kd_weight=(0.2, 0.8)))
+    search = ray_search.optuna_search(sweep, [], "kd")
+    suggested = [search.suggest(f"t{i}") for i in range(8)]
+    assert all(set(s) == {"temperature", "kd_weight"} for s in suggested)
+    assert all(1.0 <= s["temperature"] <= 16.0 and 0.2 <= s["kd_weight"] <= 0.8 for s in suggested)
+    assert search._space["temperature"].log and not search._space["kd_weight"].log
