@@ -110,7 +110,9 @@ def summary(frame) -> str:
         return "no trial finished"
     table = table.assign(bottleneck=table["bottleneck"].fillna(0).astype(int)).rename(columns={"error": "test_error"})
     cols = ["params", "test_error", "sd", "n"] + [c for c in ("agreement", "per") if table[c].notna().any()]
-    return table.set_index(analysis.GROUP)[cols].to_string(float_format=lambda v: f"{v:.4f}")
+    # The transfer set is a column only where the sweep has more than one (DataConfig.transfers).
+    index = [c for c in analysis.GROUP if c != "transfer_views" or table[c].nunique() > 1]
+    return table.set_index(index)[cols].to_string(float_format=lambda v: f"{v:.4f}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ from scipy import stats
 from distill import cache, files, results
 from distill.teachers import parse
 
-CELL = ["arch", "hidden", "bottleneck", "target", "teacher", "seed"]  # one trial per cell after `select`
-GROUP = ["target", "teacher", "arch", "hidden", "bottleneck"]  # a cell over its seeds
+# transfer_views: the student's transfer set (NaN for students of the train inputs, and in older runs' rows).
+CELL = ["arch", "hidden", "bottleneck", "target", "teacher", "transfer_views", "seed"]  # one trial per cell: `select`
+GROUP = ["target", "teacher", "arch", "hidden", "bottleneck", "transfer_views"]  # a cell over its seeds
 TEACHER_COLUMNS = ["teacher", "base", "kind", "members", "index", "test_error", "val_error", "params",
                    "hidden_units", "arch", "architecture"]
 
@@ -109,9 +110,15 @@ def _times(n: int, architecture: str | None) -> str | None:
     return architecture if n == 1 or architecture is None else f"{n} x {architecture}"
 
 
+def having(frame: pd.DataFrame, names) -> pd.DataFrame:
+    """`frame` with every column of `names`, those it lacks as NaN (an older run's rows, a label-only sweep)."""
+    return frame.reindex(columns=[*frame.columns, *(c for c in names if c not in frame)])
+
+
 def select(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (hidden, bottleneck, target, teacher, seed): the finished trial of lowest val error."""
     ok = frame[(frame["status"] == "ok") & frame["val_error"].notna()] if "status" in frame else frame
+    ok = having(ok, CELL)
     best = ok.sort_values("val_error", kind="stable").groupby(CELL, dropna=False, sort=False).head(1)
     return best.sort_index().reset_index(drop=True)
 
@@ -124,7 +131,7 @@ FIRSTS = ["params", "architecture", "hidden_units"]  # the same in every seed of
 def cells(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (target, teacher, hidden, bottleneck) over seeds: error (mean test error), sd (sample std, ddof=1;
     NaN for one seed), n, and the cell's size and architecture and the means of MEANS. Pass `select`'s rows."""
-    frame = frame.reindex(columns=[*frame.columns, *(c for c in [*FIRSTS, *MEANS.values()] if c not in frame)])
+    frame = having(frame, [*GROUP, *FIRSTS, *MEANS.values()])
     return (frame.groupby(GROUP, dropna=False)
             .agg(**{c: (c, "first") for c in FIRSTS}, error=("test_error", "mean"), sd=("test_error", "std"),
                  n=("test_error", "count"), **{k: (c, "mean") for k, c in MEANS.items()})
@@ -168,7 +175,7 @@ def fit(frame: pd.DataFrame, family: str, teacher: str | None = None, level: flo
     """`ols` of test_error = a + b * log10(params) over the seed-level rows (`select`'s: one per cell and seed) of
     one target family, optionally of one teacher; all its cells, with and without bottleneck, since #params is
     the x."""
-    rows = frame[frame["target"] == family]
+    rows = having(frame[frame["target"] == family], GROUP)
     rows = rows if teacher is None else rows[rows["teacher"] == teacher]
     rows = rows.dropna(subset=["params", "test_error"])
     line = ols(np.log10(rows["params"].to_numpy(float)), rows["test_error"].to_numpy(float), level)
@@ -176,7 +183,7 @@ def fit(frame: pd.DataFrame, family: str, teacher: str | None = None, level: flo
                 params_min=float(rows["params"].min()), params_max=float(rows["params"].max())) | line
 
 
-QUALITY = ["target", "arch", "hidden", "bottleneck"]  # one student shape and target: its teachers vary
+QUALITY = ["target", "arch", "hidden", "bottleneck", "transfer_views"]  # a student shape and target: teachers vary
 
 
 def quality(frame: pd.DataFrame, teachers: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
@@ -187,7 +194,7 @@ def quality(frame: pd.DataFrame, teachers: pd.DataFrame, level: float = 0.95) ->
     teacher gets worse (a better teacher never gave a worse student)."""
     known = teachers.dropna(subset=["test_error"]).drop_duplicates("teacher").set_index("teacher")["test_error"]
     rows = frame[frame["teacher"].isin(known.index)].assign(teacher_error=lambda f: f["teacher"].map(known))
-    rows = rows.reindex(columns=[*rows.columns, *(c for c in QUALITY if c not in rows)])
+    rows = having(rows, QUALITY)
     out = []
     for key, group in rows.groupby(QUALITY, dropna=False):
         means = group.groupby("teacher")["test_error"].mean().sort_index(key=lambda t: t.map(known))
@@ -214,27 +221,81 @@ def mean_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     return mean, mean - half, mean + half
 
 
+def by_seed(rows: pd.DataFrame, target: str) -> pd.Series:
+    """One target's test errors indexed by seed."""
+    return rows[rows["target"] == target].set_index("seed")["test_error"]
+
+
+def paired(a: pd.Series, b: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a - b over the seeds both have (the same seed's init in both): `mean_interval`."""
+    seeds = a.index.intersection(b.index)
+    diff = (a[seeds] - b[seeds]).to_numpy(float)
+    return mean_interval(diff, level) if len(diff) else (np.nan,) * 3
+
+
+def recipes(frame: pd.DataFrame, teacher: str):
+    """Per student shape and transfer set: (its key, the rows of mimic learning from `teacher` and of labels-aug on
+    that transfer set, with the shape's labels rows, which learn on the train inputs whatever the recipe)."""
+    frame = having(frame, [*SHAPE, "transfer_views"])
+    transfer = frame[(frame["target"] == "labels-aug") | ((frame["target"] == "mimic") & (frame["teacher"] == teacher))]
+    labels = frame[frame["target"] == "labels"]
+    for key, group in transfer.groupby([*SHAPE, "transfer_views"], dropna=False):
+        shape = labels
+        for column, value in zip(SHAPE, key, strict=False):
+            shape = shape[shape[column].isna() if pd.isna(value) else shape[column] == value]
+        yield dict(zip([*SHAPE, "transfer_views"], key, strict=True)), pd.concat([group, shape])
+
+
 def headline(frame: pd.DataFrame, teacher: str, level: float = 0.95) -> pd.DataFrame:
-    """The paper's first result per student shape: mimic (learning from `teacher`) against labels-aug against
-    labels. Each target's mean test error over seeds with its interval, and each neighbouring pair's difference
-    paired by seed (the same seed's init in both) with its interval: `mimic-labels-aug` < 0 with an interval
-    below 0 is a lower error beyond seed noise. Pass `select`'s rows; shapes lacking a target are left out."""
-    rows = frame[(frame["target"].isin(ORDER[1:])) | ((frame["target"] == ORDER[0]) & (frame["teacher"] == teacher))]
-    rows = rows.reindex(columns=[*rows.columns, *(c for c in SHAPE if c not in rows)])
+    """The paper's first result per student shape and transfer set: mimic (learning from `teacher`) against
+    labels-aug against labels. Each target's mean test error over seeds with its interval, and each neighbouring
+    pair's difference paired by seed (the same seed's init in both) with its interval: `mimic-labels-aug` < 0 with
+    an interval below 0 is a lower error beyond seed noise. Pass `select`'s rows; shapes lacking a target are left
+    out."""
     out = []
-    for key, group in rows.groupby(SHAPE, dropna=False):
-        by = {t: group[group["target"] == t].set_index("seed")["test_error"] for t in ORDER}
+    for key, rows in recipes(frame, teacher):
+        by = {t: by_seed(rows, t) for t in ORDER}
         if any(v.empty for v in by.values()):
             continue
-        row = dict(zip(SHAPE, key, strict=True)) | {"teacher": teacher}
+        row = key | {"teacher": teacher}
         for t, v in by.items():
             row[t], row[f"{t}_lo"], row[f"{t}_hi"] = mean_interval(v.to_numpy(float), level)
         for a, b in zip(ORDER, ORDER[1:], strict=False):  # neighbours: (mimic, labels-aug), (labels-aug, labels)
-            seeds = by[a].index.intersection(by[b].index)
-            diff = (by[a][seeds] - by[b][seeds]).to_numpy(float)
             name = f"{a}-{b}"
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(diff, level) if len(diff) else (np.nan,) * 3
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = paired(by[a], by[b], level)
         row["holds"] = bool(row["mimic"] < row["labels-aug"] < row["labels"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def gaps(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, level: float = 0.95) -> pd.DataFrame:
+    """Where do the teacher's logits matter? Per student shape and transfer set, the share of the gap between a
+    baseline and `teacher` that mimic recovers, against both baselines, by seed (the same seed's baseline and
+    mimic student): `gap_labels` = (labels - mimic) / (labels - teacher) and `gap_aug` = (labels-aug - mimic) /
+    (labels-aug - teacher), each a mean over seeds with its t interval (1: as good as the teacher; 0: no better
+    than the baseline; below 0: worse). `logits_add` = labels-aug - mimic in error (what the logits add beyond
+    the same augmented inputs), paired by seed with its interval, `inputs` the transfer set's size, `agreement`
+    mimic's mean test agreement with the teacher. Pass `select`'s rows; shapes lacking a target are left out."""
+    known = teachers.dropna(subset=["test_error"]).drop_duplicates("teacher").set_index("teacher")["test_error"]
+    if teacher not in known:
+        return pd.DataFrame()
+    t_err = float(known[teacher])
+    out = []
+    for key, rows in recipes(frame, teacher):
+        mimic, aug, labels = (by_seed(rows, t) for t in ORDER)
+        if mimic.empty or aug.empty or labels.empty:
+            continue
+        own = rows[rows["target"] == "mimic"]
+        row = key | {"teacher": teacher, "teacher_error": t_err, "mimic": float(mimic.mean()),
+                     "labels-aug": float(aug.mean()), "labels": float(labels.mean()),
+                     "inputs": float(own["transfer_size"].iloc[0]) if "transfer_size" in own else np.nan,
+                     "agreement": float(own["test_agreement"].mean()) if "test_agreement" in own else np.nan}
+        for name, base in (("gap_labels", labels), ("gap_aug", aug)):
+            seeds = base.index.intersection(mimic.index)
+            share = ((base[seeds] - mimic[seeds]) / (base[seeds] - t_err)).to_numpy(float)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(share, level) if len(share) else (
+                (np.nan,) * 3)
+        row["logits_add"], row["logits_add_lo"], row["logits_add_hi"] = paired(aug, mimic, level)
         out.append(row)
     return pd.DataFrame(out)
 

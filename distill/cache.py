@@ -44,7 +44,16 @@ def data_identity(config: DataConfig) -> dict:
     """What decides the data a net learns from and is scored on: everything but where the files lie (moving
     the data, or mounting it elsewhere on a node, changes nothing). For `npz` the root is the data file itself,
     so it stays: another file is other data (a file rewritten in place is not seen: give new data a new name)."""
-    return {k: v for k, v in to_dict(config).items() if k != "root" or config.name == "npz"}
+    # Nor the students' transfer recipes: each student's config names its own (`transfer_views`).
+    drop = {"transfers"} | (set() if config.name == "npz" else {"root"})
+    return {k: v for k, v in to_dict(config).items() if k not in drop}
+
+
+def harvest_identity(config: DataConfig) -> dict:
+    """What decides the inputs a teacher's logits are harvested on: the data, and the views of the largest student
+    transfer set where it has more than the teachers' own (the teachers train on those either way)."""
+    extra = config.harvest_views() != config.views
+    return data_identity(config) | ({"harvest_views": config.harvest_views()} if extra else {})
 
 
 def member_identity(data_config: DataConfig, teacher: TeacherConfig, index: int, sha: str | None = None) -> dict:
@@ -255,7 +264,7 @@ def harvest_imported(root: Where, data_config: DataConfig, teacher: TeacherConfi
 
 def key(data_config: DataConfig, teacher: TeacherConfig, shas: list[str]) -> str:
     """Content hash of (data identity, the teacher's settings, each member's weights)."""
-    return files.digest({"data": data_identity(data_config),
+    return files.digest({"data": harvest_identity(data_config),
                    "teacher": member_identity(data_config, teacher, 0)["teacher"], "members": shas})
 
 
@@ -315,7 +324,7 @@ def write_chunks(root: Where, data_config: DataConfig, teacher: TeacherConfig, i
     folder = cache_paths(root, teacher.name)[0]
     chunks = {}
     for split, values in logits.items():
-        payload = files.torch_bytes({"member": sha, "data": files.digest(data_identity(data_config)), "index": index,
+        payload = files.torch_bytes({"member": sha, "data": files.digest(harvest_identity(data_config)), "index": index,
                                      "split": split, "logits": values.cpu()})
         files.write_bytes(folder / chunk_name(index, sha, split), payload)
         chunks[split] = {"file": chunk_name(index, sha, split), "sha256": files.sha256(payload),
@@ -341,7 +350,7 @@ def publish(root: Where, data_config: DataConfig, teacher: TeacherConfig, k: str
         raise UserError(f"teacher {teacher.name!r}: member(s) {[i for i, c in enumerate(chunks) if c is None]} "
                         f"have no harvested logits: {FIX}")
     manifest = {"key": k, "teacher": teacher.name, "data": to_dict(data_config),
-                "identity": files.digest(data_identity(data_config)), "dtype": str(logit_dtype(data_config)),
+                "identity": files.digest(harvest_identity(data_config)), "dtype": str(logit_dtype(data_config)),
                 "chunks": [{s: c[s] for s in experiment.SPLITS} for c in chunks],
                 "shapes": {s: [teacher.members, *chunks[0][s]["shape"]] for s in experiment.SPLITS}}
     scored = {s: torch.stack([read_chunk(root, teacher, manifest, i, s) for i in range(teacher.members)])

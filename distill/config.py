@@ -35,6 +35,19 @@ class DataConfig:
     # Speech: realign the 3 states of every phone once under the first teacher's member 0 (forced alignment, the
     # paper's targets) and train every net on them; False keeps the data set's equal thirds.
     realign: bool = False
+    # Transfer sets the students learn on, as augmented views per train input (a grid axis, e.g. (0, 1, 3, 10)):
+    # every student of the transfer inputs runs on each; () is the teachers' own (`views`). Views are drawn in order
+    # from one seeded generator, so a smaller set is the start of a larger one: the teachers label the largest once
+    # (`harvest_views`) and each student takes its start.
+    transfers: tuple[int, ...] = ()
+
+    def student_views(self) -> tuple[int, ...]:
+        """The transfer recipes students run on, as views per train input."""
+        return self.transfers or (self.views,)
+
+    def harvest_views(self) -> int:
+        """The views of the transfer set the teachers label (and the executors hold): the largest recipe."""
+        return max((self.views, *self.transfers))
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,9 @@ class StudentConfig:
     teacher: str = "ecnn"  # a teacher name (see TeacherConfig.name); ignored by the label targets
     arch: str = "snn"  # snn | conv_snn
     arch_args: Mapping = field(default_factory=dict)
+    # The transfer set it learns on: the train inputs and this many augmented views of each (DataConfig.transfers);
+    # None for students of the train inputs alone, and for a hand-made config: the whole transfer set it is given.
+    transfer_views: int | None = None
     temperature: float = 4.0  # kd only
     kd_weight: float = 1.0  # kd only: the KD term's weight; 1 - kd_weight goes to cross-entropy with the labels
     train: TrainConfig = TrainConfig()
@@ -119,11 +135,13 @@ class SweepConfig:
     storage: str = "~/distill_results"
 
     def cells(self) -> list[StudentConfig]:
-        """Every student of the grid: arch x width x bottleneck x target x teacher x seed (labels ignore teacher)."""
-        return [self.cell(h, k, target, teacher, seed, arch)
+        """Every student of the grid: arch x width x bottleneck x target x teacher x transfer set x seed (labels
+        ignore teacher; students of the train inputs ignore the transfer set)."""
+        return [self.cell(h, k, target, teacher, seed, arch, views)
                 for arch in self.archs or (self.student.arch,)
                 for h in self.hidden for k in self.bottleneck for target in self.targets
                 for teacher in (self.student_teachers if needs_teacher(target) else ("",))
+                for views in (self.data.student_views() if TARGETS[target].inputs == "transfer" else (None,))
                 for seed in self.seeds]
 
     def reference(self, cell: StudentConfig) -> str:
@@ -131,14 +149,15 @@ class SweepConfig:
         return cell.teacher or (self.student_teachers[0] if self.student_teachers else "")
 
     def cell(self, hidden: int, bottleneck: int | None, target: str, teacher: str, seed: int,
-             arch: str | None = None) -> StudentConfig:
+             arch: str | None = None, transfer_views: int | None = None) -> StudentConfig:
         """The student template with one cell's settings, on its target's train config and seed; another
         architecture than the template's takes its arch_args from `arch_args`."""
         train = dataclasses.replace(self.target_train.get(target, self.student.train), seed=seed)
         arch = arch or self.student.arch
         args = self.student.arch_args if arch == self.student.arch else self.arch_args.get(arch, {})
         return dataclasses.replace(self.student, hidden=hidden, bottleneck=bottleneck, target=target,
-                                   teacher=teacher, train=train, arch=arch, arch_args=args)
+                                   teacher=teacher, train=train, arch=arch, arch_args=args,
+                                   transfer_views=transfer_views)
 
 
 def to_dict(config) -> dict:
@@ -187,6 +206,7 @@ POSITIVE, NON_NEGATIVE, AT_LEAST_1 = (lambda v: v > 0, "> 0"), (lambda v: v >= 0
 LOG_RANGE = (lambda r: 0 < r[0] <= r[1], "a range (lo, hi) with 0 < lo <= hi (it is searched log-uniformly)")
 RANGES = {
     "DataConfig.val_size": AT_LEAST_1, "DataConfig.views": NON_NEGATIVE, "DataConfig.shift": NON_NEGATIVE,
+    "DataConfig.transfers": (lambda v: all(x >= 0 for x in v), "views >= 0 each"),
     "TeacherConfig.members": AT_LEAST_1, "TeacherConfig.workers": AT_LEAST_1,
     "TeacherConfig.cpus_per_worker": POSITIVE, "TeacherConfig.gpus_per_worker": NON_NEGATIVE,
     "StudentConfig.temperature": POSITIVE,
@@ -322,6 +342,8 @@ def validate(config: SweepConfig) -> None:
     for axis in ("archs", "hidden", "bottleneck", "targets", "student_teachers", "seeds"):
         _once(f"SweepConfig.{axis}", getattr(config, axis),
               "list each value once (a repeat trains the same students again)")
+    _once("SweepConfig.data.transfers", config.data.transfers,
+          "list each value once (a repeat trains the same students again)")
     if imports.is_path(config.data.name):  # the user's own loader, 'package.module:load'
         imports.resolve(config.data.name, "data set")
     elif importlib.util.find_spec(data.module_name(config.data.name)) is None:

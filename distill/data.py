@@ -83,6 +83,14 @@ class Inputs:
         index = index.to(self.device)
         return dataclasses.replace(self, rows=index if self.rows is None else self.rows[index])
 
+    def head(self, n: int) -> Inputs:
+        """The first `n` examples of these, without copying the store."""
+        if n == len(self):
+            return self
+        if self.rows is None and not self.context:
+            return dataclasses.replace(self, stored=self.stored[:n])  # a view
+        return self.take(torch.arange(n, device=self.device))
+
     def to(self, device: torch.device | str) -> Inputs:
         def move(t):
             return None if t is None else t.to(device)
@@ -142,6 +150,17 @@ class TransferSet:
 
     x: Inputs  # N_train * (1 + views) examples
     source: torch.Tensor  # (N_train * (1 + views),) int64
+    views: int = 0  # augmented views per train input held
+    teacher_views: int = 0  # of those, the views the teachers train on (DataConfig.views; the rest they only label)
+
+    def recipe(self, views: int) -> TransferSet:
+        """The transfer set of `views` views per train input: the start of this one (views are drawn in order from
+        one seeded generator), without a copy."""
+        if views > self.views:
+            raise UserError(f"a transfer set of {views} views was asked of one holding {self.views}: list it in "
+                            "DataConfig.transfers, so that the teachers label it")
+        rows = len(self.source) // (1 + self.views) * (1 + views)
+        return TransferSet(self.x.head(rows), self.source[:rows], views, min(self.teacher_views, views))
 
 
 def module_name(name: str) -> str:
@@ -297,16 +316,19 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int, flips: bool, fill
     return out.contiguous()
 
 
-def transfer_set(splits: Splits, views: int, shift: int = 2, seed: int = 0) -> TransferSet:
-    """The train inputs followed by `views` seeded augmented copies of them (no labels), stored as train is.
+def transfer_set(splits: Splits, views: int, shift: int = 2, seed: int = 0,
+                 teacher_views: int | None = None) -> TransferSet:
+    """The train inputs followed by `views` seeded augmented copies of them (no labels), stored as train is; the
+    teachers train on the first `teacher_views` of them (default: all).
 
     With `views=0` the transfer set is the train inputs themselves, the same object (no copy: TIMIT's train
     frames are hundreds of megabytes)."""
     train = splits.train_x
     n = len(train)
     source = torch.arange(n, device=train.device).repeat(1 + views)
+    teacher_views = views if teacher_views is None else teacher_views
     if not views:
-        return TransferSet(x=train, source=source)
+        return TransferSet(x=train, source=source, views=0, teacher_views=0)
     if train.context:
         raise UserError(f"views={views}: augmented views are crops of images; speech frames ({splits.name}) have "
                         "none: set views=0")
@@ -314,4 +336,5 @@ def transfer_set(splits: Splits, views: int, shift: int = 2, seed: int = 0) -> T
     fill = pad_value(train)
     stored = train.stored if train.rows is None else train.stored[train.rows]
     parts = [stored] + [augment(stored, gen, shift, splits.flips, fill) for _ in range(views)]
-    return TransferSet(x=dataclasses.replace(train, stored=torch.cat(parts), rows=None), source=source)
+    return TransferSet(x=dataclasses.replace(train, stored=torch.cat(parts), rows=None), source=source, views=views,
+                       teacher_views=teacher_views)

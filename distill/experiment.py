@@ -24,7 +24,9 @@ SPLITS = ("transfer", "val", "test")
 def prepare(config: DataConfig, device: str | torch.device = "cpu") -> tuple[data.Splits, data.TransferSet]:
     splits = data.load(config.name, config.root, val_size=config.val_size, seed=config.seed, device=device,
                        args=dict(config.args), compact=config.compact)
-    return splits, data.transfer_set(splits, config.views, shift=config.shift, seed=config.seed)
+    # The largest transfer set any student learns on; the teachers train on its first `views` views.
+    return splits, data.transfer_set(splits, config.harvest_views(), shift=config.shift, seed=config.seed,
+                                     teacher_views=config.views)
 
 
 def build_member(teacher: TeacherConfig, index: int, splits: data.Splits) -> nn.Module:
@@ -46,6 +48,7 @@ def member_task(teacher: TeacherConfig, index: int, splits: data.Splits, transfe
     With `world` data-parallel workers, worker `rank` takes every world-th input, all shards cut to the
     same length so that every worker runs the same number of steps (DDP needs that).
     """
+    transfer = transfer.recipe(transfer.teacher_views)  # the teachers' own views (students may have more)
     x, y = transfer.x, splits.train_y[transfer.source]
     if world > 1:
         shard = torch.arange(rank, len(x) // world * world, world, device=y.device)
@@ -81,6 +84,9 @@ def student_task(cell: StudentConfig, splits: data.Splits, transfer: data.Transf
     """What a student learns from: (inputs, targets, loss) for its target (distill.targets).
     `teacher`: its teacher's logits on the transfer set (N_transfer, C), None for label targets."""
     target = TARGETS[cell.target]
+    if target.inputs == "transfer" and cell.transfer_views is not None:  # its recipe: the start of the harvested set
+        transfer = transfer.recipe(cell.transfer_views)
+        teacher = None if teacher is None else teacher[:len(transfer.source)]
     n = len(splits.train_x)  # the transfer set starts with the train inputs themselves
     x = splits.train_x if target.inputs == "train" else transfer.x
     if not target.teacher:  # labels; on the transfer set each view carries its source image's label

@@ -184,6 +184,8 @@ def job(sweep: SweepConfig, cell: StudentConfig, keys: dict[str, str]) -> Job:
                 "reference": key(reference)}
     arch = "" if cell.arch == "snn" else f"{cell.arch}-"
     name = f"{cell.target}-{arch}h{cell.hidden}-k{cell.bottleneck or 0}-{cell.teacher or 'labels'}-s{cell.train.seed}"
+    if cell.transfer_views is not None:  # its transfer set: the train inputs and this many views of each
+        name += f"-v{cell.transfer_views}"
     return Job(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{files.digest(identity)[:8]}", cell, cell.teacher,
                reference)
 

@@ -40,7 +40,8 @@ def pack(splits: Splits, transfer: TransferSet) -> dict:
     # A transfer set that is the train inputs themselves (views=0) goes in once: x None means train_x.
     same = transfer.x is splits.train_x
     return {"splits": {f.name: arrays(getattr(splits, f.name)) for f in dataclasses.fields(Splits)},
-            "transfer": {"x": None if same else arrays(transfer.x), "source": arrays(transfer.source)}}
+            "transfer": {"x": None if same else arrays(transfer.x), "source": arrays(transfer.source),
+                         "views": transfer.views, "teacher_views": transfer.teacher_views}}
 
 
 def put(splits: Splits, transfer: TransferSet):
@@ -63,7 +64,8 @@ def get(ref, device: torch.device | str = "cpu") -> tuple[Splits, TransferSet]:
     s = {k: tensors(v, device) for k, v in payload["splits"].items()}
     x = payload["transfer"]["x"]
     transfer = TransferSet(x=s["train_x"] if x is None else tensors(x, device),
-                           source=tensor(payload["transfer"]["source"], device))
+                           source=tensor(payload["transfer"]["source"], device), views=payload["transfer"]["views"],
+                           teacher_views=payload["transfer"]["teacher_views"])
     return Splits(**s), transfer
 
 

@@ -119,6 +119,60 @@ def bottleneck_figure(frame: pd.DataFrame, path: files.Where, input_dim: int | N
     return _save(fig, path)
 
 
+def transfer_figure(table: pd.DataFrame, path: files.Where, title: str = "") -> files.Location:
+    """Gap recovered against transfer-set size (#inputs, log x), one line per student shape: left against labels on
+    the train inputs, right against labels on the same augmented inputs; mean over seeds with its 95% interval."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (col, base) in zip(axes, (("gap_labels", "labels"), ("gap_aug", "labels-aug")), strict=True):
+        for (arch, h, k), c in table.groupby(analysis.SHAPE, dropna=False):
+            c = c.sort_values("inputs")
+            err = [100 * (c[col] - c[f"{col}_lo"]).fillna(0), 100 * (c[f"{col}_hi"] - c[col]).fillna(0)]
+            ax.errorbar(c["inputs"], 100 * c[col], yerr=err, marker="o", capsize=3, ls="--" if pd.notna(k) else "-",
+                        label=f"{arch} H={h}" + (f" k={k:.0f}" if pd.notna(k) else ""))
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axhline(100, color="k", ls=":", lw=0.8)
+        ax.set(xscale="log", xlabel="transfer set (# inputs)", ylabel="gap recovered (%)",
+               title=f"against {base}: ({base} - mimic) / ({base} - teacher)")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    fig.suptitle(title or "gap recovered against transfer-set size (0: the baseline, 100: the teacher)")
+    return _save(fig, path)
+
+
+def transfer_section(table: pd.DataFrame) -> list[str]:
+    """The gaps mimic recovers per student shape and transfer set, as a table (a row per recipe) and a sentence
+    each: what the logits add beyond the same augmented inputs, and whether its interval includes zero."""
+    if table.empty:
+        return ["The sweep lacks one of mimic, labels-aug and labels at every student shape: no gap to measure.", ""]
+    teacher = table["teacher"].iloc[0]
+    lines = [f"Mimic students of `{teacher}` (test error {100 * table['teacher_error'].iloc[0]:.2f}%) per student "
+             "shape and transfer set (the train inputs and v augmented views of each): the share of the gap between a "
+             "baseline and the teacher they recover, per seed against the same seed's baseline, mean with its 95% t "
+             "interval over seeds; the logits' gain is labels-aug - mimic in points, paired by seed.", "",
+             _row("student", "views", "inputs", "mimic %", "labels-aug %", "labels %", "gap recovered vs labels %",
+                  "gap recovered vs labels-aug %", "logits add (points)", "agreement %"),
+             "|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+    sentences = []
+    for _, g in table.sort_values([*analysis.SHAPE, "inputs"]).iterrows():
+        k = f" k={g['bottleneck']:.0f}" if pd.notna(g["bottleneck"]) else ""
+        name = f"{g['arch']} H={g['hidden']}{k}"
+        views = "n/a" if pd.isna(g["transfer_views"]) else f"{g['transfer_views']:.0f}"
+        inputs = "n/a" if pd.isna(g["inputs"]) else f"{g['inputs']:,.0f}"
+        lines.append(_row(name, views, inputs, *(f"{100 * g[t]:.2f}" for t in analysis.ORDER),
+                          interval(g["gap_labels"], g["gap_labels_lo"], g["gap_labels_hi"]),
+                          interval(g["gap_aug"], g["gap_aug_lo"], g["gap_aug_hi"]),
+                          interval(g["logits_add"], g["logits_add_lo"], g["logits_add_hi"]),
+                          "n/a" if pd.isna(g["agreement"]) else f"{100 * g['agreement']:.2f}"))
+        zero = "n/a" if pd.isna(g["logits_add_lo"]) else (
+            "excludes" if g["logits_add_lo"] > 0 or g["logits_add_hi"] < 0 else "includes")
+        sentences.append(f"- {name}: the logits add {100 * g['logits_add']:+.2f} points beyond the augmented inputs at "
+                         f"{inputs} inputs; the interval "
+                         + (f"({interval(g['logits_add'], g['logits_add_lo'], g['logits_add_hi'])}) {zero} zero."
+                            if zero != "n/a" else "is n/a (one seed)."))
+    return [*lines, "", *sentences, ""]
+
+
 def model_name(target: str, teacher: str, hidden: int) -> str:
     """Paper-style names: SNN-8k (labels), SNN-8k-AUG (labels on the transfer set), SNN-ECNN-MIMIC-8k."""
     h = f"{hidden // 1000}k" if hidden % 1000 == 0 else str(hidden)
@@ -351,7 +405,21 @@ def write(results_dir: files.Where) -> files.Location:
     # The main teacher: the sweep's first student teacher (the protocol searched with it), else the most mimicked.
     mimicked = frame.loc[frame["target"] == "mimic", "teacher"].value_counts()
     main = (run.config.get("student_teachers") or list(mimicked.index) or [""])[0]
-    md += ["## Mimic against labels", "", *headline_section(analysis.headline(frame, main))]
+    gaps = analysis.gaps(frame, teachers, main)
+    # Every section but the transfer section reads the students of the largest transfer set (and of the train
+    # inputs): a curve per recipe would draw the same student sizes twice.
+    largest = analysis.having(frame, ["transfer_views"])["transfer_views"].max()
+    frame = frame if pd.isna(largest) else frame[frame["transfer_views"].isna() | (frame["transfer_views"] == largest)]
+    recipes = 0 if gaps.empty else gaps["transfer_views"].nunique()
+    md += ["## Mimic against labels", ""]
+    if recipes > 1:
+        md += [f"On the largest transfer set ({largest:.0f} augmented views per train input), as every section but "
+               "the next, which has every transfer set.", ""]
+    md += [*headline_section(analysis.headline(frame, main))]
+    if recipes:
+        md += ["## Transfer-set size", "", *transfer_section(gaps)]
+    if recipes > 1:
+        md += [f"![gap recovered against transfer-set size]({transfer_figure(gaps, root / 'transfer.png').name})", ""]
     md += protocol_section(run.choices)
     md += ["## Tables", "", tables(frame, teachers), "", "## Capacity curves", ""]
     for t in names:

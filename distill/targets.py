@@ -7,22 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from distill import losses
 
-if TYPE_CHECKING:  # config imports this table to validate target names
-    from distill.config import StudentConfig
-
 
 @dataclass(frozen=True)
 class Target:
     name: str  # as sweeps and results rows spell it
-    # (student logits (B, C), target, the student's config): the target is the teacher's logits (B, C), the
-    # labels (B,), or for a target with `labels` both, as (logits, labels).
-    loss: Callable[[torch.Tensor, object, StudentConfig], torch.Tensor]
+    # (student logits (B, C), target, the student's config.StudentConfig, a layer above this table): the target is
+    # the teacher's logits (B, C), the labels (B,), or for a target with `labels` both, as (logits, labels).
+    loss: Callable[[torch.Tensor, object, object], torch.Tensor]
     inputs: str  # "train": the labelled train inputs; "transfer": the transfer set (train + augmented views)
     teacher: bool  # learns from a teacher's logits (else from labels)
     title: str  # how the report names it
