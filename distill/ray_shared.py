@@ -57,16 +57,21 @@ def tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.to(device)
 
 
-def get(ref, device: torch.device | str = "cpu") -> tuple[Splits, TransferSet]:
-    """(splits, transfer); on the CPU these are zero-copy views of the shared store."""
-    device = torch.device(device)
+def get(ref, device: torch.device | str = "cpu", views: int | None = None) -> tuple[Splits, TransferSet]:
+    """(splits, transfer); on the CPU these are zero-copy views of the shared store. `views`: only that recipe's
+    start of the transfer set (`TransferSet.recipe`), cut before anything moves to `device`: a GPU trial copies
+    only the inputs it learns on."""
+    device, cpu = torch.device(device), torch.device("cpu")
     payload = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
     s = {k: tensors(v, device) for k, v in payload["splits"].items()}
-    x = payload["transfer"]["x"]
-    transfer = TransferSet(x=s["train_x"] if x is None else tensors(x, device),
-                           source=tensor(payload["transfer"]["source"], device), views=payload["transfer"]["views"],
-                           teacher_views=payload["transfer"]["teacher_views"])
-    return Splits(**s), transfer
+    held = payload["transfer"]
+    x = tensors(held["x"] if held["x"] is not None else payload["splits"]["train_x"], cpu)
+    transfer = TransferSet(x=x, source=tensor(held["source"], cpu), views=held["views"],
+                           teacher_views=held["teacher_views"])
+    transfer = transfer if views is None else transfer.recipe(views)
+    # No views: the transfer set is the train inputs themselves, the splits' own copy on the device.
+    return Splits(**s), TransferSet(s["train_x"] if transfer.views == 0 else transfer.x.to(device),
+                                    transfer.source.to(device), transfer.views, transfer.teacher_views)
 
 
 def put_logits(logits: dict[tuple[str, str], torch.Tensor]) -> dict[tuple[str, str], ray.ObjectRef]:
@@ -74,9 +79,16 @@ def put_logits(logits: dict[tuple[str, str], torch.Tensor]) -> dict[tuple[str, s
     return {k: ray.put(v.numpy()) for k, v in logits.items()}
 
 
-def get_logits(refs: dict[tuple[str, str], ray.ObjectRef], keys, device: torch.device | str = "cpu") -> dict:
-    """The logits of `keys` only, as tensors on `device` (zero-copy views on the CPU)."""
-    return {k: tensor(ray.get(refs[k]), torch.device(device)) for k in keys}
+def get_logits(refs: dict[tuple[str, str], ray.ObjectRef], keys, device: torch.device | str = "cpu",
+               rows: int | None = None) -> dict:
+    """The logits of `keys` only, as tensors on `device` (zero-copy views on the CPU); `rows`: only the first
+    rows of the transfer split's (a smaller recipe's), cut before they move."""
+    out = {}
+    for key in keys:
+        held = ray.get(refs[key]) if isinstance(refs[key], ray.ObjectRef) else refs[key]
+        t = tensor(held, torch.device("cpu"))
+        out[key] = (t[:rows] if rows is not None and key[1] == "transfer" else t).to(device)
+    return out
 
 
 # Ray Train's controller collects worker reports every 2 s by default; every epoch's report waits on

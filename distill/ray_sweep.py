@@ -88,8 +88,8 @@ def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep:
     cell = pipeline.searched_cell(job, searched)
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    splits, transfer = ray_shared.get(data, device)
-    mine = ray_shared.get_logits(logits, pipeline.needs(job), device)
+    splits, transfer = ray_shared.get(data, device, cell.transfer_views)  # only the transfer set it learns on
+    mine = ray_shared.get_logits(logits, pipeline.needs(job), device, len(transfer.source))
     teacher, reference = pipeline.given(job, mine)
     row = experiment.student_trial(
         cell, splits, transfer, teacher, reference, pipeline.trial_dir(root, job, searched),
