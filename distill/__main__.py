@@ -29,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
                        "(overrides the sweep's)")
         s.add_argument("--verbose", action="store_true", help="Ray's worker logs and Tune's tables on the console "
                        "too (by default they go to Ray's log folder, named in one line)")
+        if name != "teachers":
+            s.add_argument("--mlflow", metavar="URI", help="log every student trial (settings, each epoch's metrics, "
+                           "its row) and the run record to MLflow: a directory (its file store) or a tracking server "
+                           "URI such as http://host:5000; the experiment is the sweep's name")
     r = sub.add_parser("report", help="capacity curves, tables and fits of a finished sweep",
                        description="write report.md and PNG figures beside a sweep's results")
     r.add_argument("results_dir", help="the directory (or s3://... URI) a sweep wrote (it holds results.parquet)")
@@ -77,11 +81,20 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.local and sweep.search.samples > 1:
         raise UserError(f"sweep {sweep.name!r} searches {sweep.search.samples} samples per cell, which needs Ray "
                         "Tune: drop --local, or set SearchConfig(samples=1)")
+    mlflow = getattr(args, "mlflow", None)
+    if mlflow and args.local:
+        raise UserError("--mlflow logs the trials through Ray Tune's MLflow callback, which --local does not run: "
+                        "drop --local (a local Ray runs on this machine too)")
     device = preflight.device(args.device)
     address = None if args.local else args.address or os.environ.get("RAY_ADDRESS")
     preflight.address(address)
     root = preflight.location(args.storage or sweep.storage) / sweep.name  # a local path or a URI (s3://, gs://)
     preflight.storage(root)
+    if mlflow:  # the store opens and holds the sweep's experiment, before any work
+        from distill import ray_mlflow
+
+        mlflow = ray_mlflow.Tracking(mlflow, sweep.name, args.verbose)
+        mlflow.check()
     # Prepared on the CPU for Ray: trials move it to their device. Bad data paths fail here, before Ray starts.
     splits, transfer = experiment.prepare(sweep.data, device if args.local else "cpu")
     budget.check_fits(sweep, splits, transfer, device, on_this_machine=args.local or address is None)
@@ -93,7 +106,7 @@ def dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from distill import ray_sweep
 
         # Starts Ray when first used.
-        executor = ray_sweep.Executor(sweep, root, splits, transfer, print, address, args.verbose)
+        executor = ray_sweep.Executor(sweep, root, splits, transfer, print, address, args.verbose, mlflow)
     frame = pipeline.run(sweep, root, executor, args.command, print, ["distill", *argv])
     if frame is not None:
         print(summary(frame))

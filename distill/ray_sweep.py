@@ -25,6 +25,10 @@ from distill import experiment, files, pipeline, progress, ray_search, ray_share
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
+# What a trial reports to Tune each epoch (of `train.fit`'s epoch metrics): the schedulers read val_error, and
+# `--mlflow` logs the others too (`distill.ray_mlflow`).
+EPOCH = ("epoch", "train_loss", "val_error", "val_ce", "lr")
+
 
 def sampled(config: dict) -> dict:
     """The settings a search sampled for a trial, from its Tune config ({} in a grid)."""
@@ -34,15 +38,22 @@ def sampled(config: dict) -> dict:
 class Executor:
     """Members through Ray Train, students through Ray Tune, on the cluster at `address` (default
     $RAY_ADDRESS, else a local Ray), which is joined when the first work arrives. `verbose`: Ray's worker logs
-    and Tune's tables on the console too (else in Ray's log folder, named in one line)."""
+    and Tune's tables on the console too (else in Ray's log folder, named in one line). `mlflow`: a tracking URI
+    (or a `ray_mlflow.Tracking`) where every student trial is logged, checked here."""
 
     def __init__(self, sweep: SweepConfig, root: files.Where, splits, transfer, log: pipeline.Log = print,
-                 address: str | None = None, verbose: bool = False):
+                 address: str | None = None, verbose: bool = False, mlflow=None):
         self.sweep, self.root, self.splits, self.transfer, self.log = sweep, files.location(root), splits, transfer, log
         self.address, self.verbose, self._data = address, verbose, None
+        if isinstance(mlflow, str):  # a tracking URI (`distill.ray_mlflow`): every student trial logged there
+            from distill import ray_mlflow
+
+            mlflow = ray_mlflow.Tracking(mlflow, sweep.name, verbose)
+            mlflow.check()
+        self.mlflow = mlflow  # a ray_mlflow.Tracking, or None
 
     def with_data(self, sweep: SweepConfig, splits, transfer) -> Executor:
-        return Executor(sweep, self.root, splits, transfer, self.log, self.address, self.verbose)
+        return Executor(sweep, self.root, splits, transfer, self.log, self.address, self.verbose, self.mlflow)
 
     def data(self):
         if self._data is None:  # one object-store copy of the data for every member and harvest
@@ -59,6 +70,14 @@ class Executor:
         ray_teachers.harvest(self.root, self.sweep.data, teacher, indices, self.data())
 
     def run_students(self, jobs: list[Job], logits: dict, done: dict[str, list[dict]], search: bool) -> list[dict]:
+        if self.mlflow is None:
+            return self.tune_students(jobs, logits, done, search)
+        # --mlflow: every trial a run under this invocation's parent run (`distill.ray_mlflow`).
+        with self.mlflow.trials(self.root, {j.id: j for j in jobs}) as tracked:
+            return self.tune_students(jobs, logits, done, search, tracked)
+
+    def tune_students(self, jobs: list[Job], logits: dict, done: dict[str, list[dict]], search: bool,
+                      callbacks: list = ()) -> list[dict]:
         sweep = self.sweep
         data = self.data()
         # Each teacher's mean logits per split as an object of its own: a trial fetches only the two it uses.
@@ -70,14 +89,14 @@ class Executor:
         storage, stamp = self.root / "ray", time.strftime("%Y%m%d-%H%M%S")
         if not search:
             grid = tuner(trainable, f"students-{stamp}", storage, {"job": tune.grid_search([j.id for j in jobs])},
-                         sweep, None, Progress(len(jobs)), verbose=self.verbose).fit()
+                         sweep, None, Progress(len(jobs)), verbose=self.verbose, callbacks=callbacks).fit()
             return ended(grid, {j.id: j for j in jobs}, self.root)
         # Every cell's search in one Tuner: the cores stay busy across cells (`ray_search`).
         left = {j.id: sweep.search.samples - len(done[j.id]) for j in jobs if sweep.search.samples > len(done[j.id])}
         search_alg = ray_search.Cells({j.id: ray_search.optuna_search(sweep, done[j.id], j.cell.target)
                                        for j in jobs if j.id in left}, left)
         grid = tuner(trainable, f"students-{stamp}-search", storage, {}, sweep, search_alg,
-                     Progress(sum(left.values())), sum(left.values()), self.verbose).fit()
+                     Progress(sum(left.values())), sum(left.values()), self.verbose, callbacks).fit()
         return ended(grid, {j.id: j for j in jobs}, self.root)
 
 
@@ -93,7 +112,7 @@ def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep:
     teacher, reference = pipeline.given(job, mine)
     row = experiment.student_trial(
         cell, splits, transfer, teacher, reference, pipeline.trial_dir(root, job, searched),
-        sweep.checkpoint_every, on_epoch=lambda m: tune.report({"val_error": m["val_error"], "epoch": m["epoch"]}))
+        sweep.checkpoint_every, on_epoch=lambda m: tune.report({k: m[k] for k in EPOCH}))
     # Optuna needs a finite score for every finished trial: a diverged one counts as the worst (Tune only).
     tune.report({"val_error": row.get("val_error", 1.0), "status": row["status"]})
 
@@ -130,6 +149,12 @@ class Progress(tune.Callback):
         self.running += 1
         self.show()
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Its process died (e.g. its node was lost) and it waits to be retried: Tune starts it again
+        # (on_trial_start), so it runs no more until then.
+        self.running = max(0, self.running - 1)
+        self.show()
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.finish(trial.last_result or {})
 
@@ -148,7 +173,8 @@ class Progress(tune.Callback):
 
 
 def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: SweepConfig,
-          search: ray_search.Cells | None, shown: Progress, samples: int = 1, verbose: bool = False) -> tune.Tuner:
+          search: ray_search.Cells | None, shown: Progress, samples: int = 1, verbose: bool = False,
+          callbacks: list | tuple = ()) -> tune.Tuner:
     """A fresh Tuner per invocation: what finished before is already on disk, and an interrupted trial resumes
     from its own checkpoint, so Tune's pickled experiment state is never restored."""
     # reuse_actors: a finished trial's process takes the next trial (no new process importing torch).
@@ -159,6 +185,6 @@ def tuner(trainable, name: str, storage: files.Location, space: dict, sweep: Swe
             reuse_actors=True, scheduler=ray_search.CellAsha(sweep.search.grace_epochs, sweep.student.train.epochs + 1))
     return tune.Tuner(trainable, param_space=space, tune_config=config, run_config=tune.RunConfig(
         # Tune's own tables only with --verbose: the console shows `shown`, one display for the phase.
-        name=name, storage_path=str(storage), verbose=1 if verbose else 0, callbacks=[shown],
+        name=name, storage_path=str(storage), verbose=1 if verbose else 0, callbacks=[shown, *callbacks],
         failure_config=tune.FailureConfig(max_failures=sweep.trial_retries)))
 
