@@ -410,7 +410,7 @@ def write(results_dir: files.Where) -> files.Location:
     # inputs): a curve per recipe would draw the same student sizes twice.
     largest = analysis.having(frame, ["transfer_views"])["transfer_views"].max()
     frame = frame if pd.isna(largest) else frame[frame["transfer_views"].isna() | (frame["transfer_views"] == largest)]
-    recipes = 0 if gaps.empty else gaps["transfer_views"].nunique()
+    recipes = 0 if gaps.empty else gaps["transfer_views"].nunique(dropna=False)
     md += ["## Mimic against labels", ""]
     if recipes > 1:
         md += [f"On the largest transfer set ({largest:.0f} augmented views per train input), as every section but "
