@@ -22,6 +22,7 @@ import ray.train
 import torch
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from distill import cache, experiment, files, progress, ray_shared
 from distill.config import DataConfig, SweepConfig, TeacherConfig
@@ -133,10 +134,14 @@ def train_members(sweep: SweepConfig, root: files.Location, pending: list[Member
     for teacher, i in pending:
         groups.setdefault((teacher.workers, teacher.cpus_per_worker, teacher.gpus_per_worker), []).append((teacher, i))
     failed, before, shown = [], 0, progress.Progress("members", len(pending))
+    # The queue and the slots' drivers (and so their Train controllers, which Ray Train puts on the node that calls
+    # fit) on the driver's node: they hold no resources, and Ray would place them on any node, where losing a
+    # worker node would lose the queue (every slot and the driver failed) instead of only the members training there.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     for scaling, members in groups.items():
-        queue = Queue.remote(members)
-        runs = {slot_run.remote(s, queue, scaling, [data], str(root), sweep.data, str(files.location(root) / "ray"),
-                                retries): s
+        queue = Queue.options(scheduling_strategy=here).remote(members)
+        runs = {slot_run.options(scheduling_strategy=here).remote(
+                    s, queue, scaling, [data], str(root), sweep.data, str(files.location(root) / "ray"), retries): s
                 for s in range(min(len(members), sweep.teacher_concurrency or concurrency(members)))}
         while runs:
             finished, _ = ray.wait(list(runs), num_returns=1, timeout=2)

@@ -1,6 +1,7 @@
 """Shared fixtures. Ray starts once per test session, and only for the tests that ask for it."""
 
 import os
+import socket
 import tempfile
 import uuid
 
@@ -85,11 +86,28 @@ def session_processes(temp_dir: str, kind: str = "") -> list[psutil.Process]:
             found[p.pid] = p
             if "raylet" in " ".join(p.info["cmdline"] or []):
                 found.update((c.pid, c) for c in p.children(recursive=True))
+    return of_kind(found.values(), kind)
+
+
+def of_kind(processes, kind: str) -> list[psutil.Process]:
+    """Those of `processes` still running whose command line contains `kind` ('' for all)."""
     matching = []
-    for p in found.values():
+    for p in processes:
         try:
             if kind in " ".join(p.cmdline()):
                 matching.append(p)
         except psutil.Error:  # ended meanwhile
             continue
     return matching
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 now (asked of the OS all at once)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

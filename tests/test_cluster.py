@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -147,17 +147,6 @@ def test_cluster_yaml_binds_the_dashboard_to_localhost(cluster_config):
 # --- a job on a token-authenticated head --------------------------------------------------------------
 
 MARKER = "DISTILL_TEST_RAY_HEAD"  # in the head's environment, so in every process of that Ray instance
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def http_status(url: str, headers: dict | None = None) -> int:
