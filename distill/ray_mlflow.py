@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from distill import experiment, files, pipeline, ray_sweep
+from distill import experiment, files, pipeline, ray_search
 from distill.errors import UserError
 from distill.pipeline import Job
 
@@ -200,7 +200,7 @@ class Callback(MLflowLoggerCallback):
             stopped(e)
 
     def trial(self, trial) -> tuple[Job, dict, files.Location]:
-        job, searched = self.jobs[trial.config["job"]], ray_sweep.sampled(trial.config)
+        job, searched = self.jobs[trial.config["job"]], ray_search.sampled(trial.config)
         return job, searched, pipeline.trial_dir(self.root, job, searched)
 
     def client(self):
@@ -235,7 +235,7 @@ class Callback(MLflowLoggerCallback):
 
         now, step = int(time.time() * 1000), int(result["epoch"])
         self.client().log_batch(self._trial_runs[trial], metrics=[
-            Metric(k, float(result[k]), now, step) for k in ray_sweep.EPOCH if k != "epoch" and k in result])
+            Metric(k, float(result[k]), now, step) for k in ray_search.EPOCH if k != "epoch" and k in result])
 
     def log_trial_end(self, trial, failed: bool = False):
         self.guard(self._end, trial, failed)

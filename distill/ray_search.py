@@ -21,6 +21,14 @@ from distill import pipeline
 from distill.config import SweepConfig
 
 METRIC, MODE = "val_error", "min"
+# What a trial reports to Tune each epoch (of `train.fit`'s epoch metrics): the schedulers read val_error, and
+# `--mlflow` logs the others too (`distill.ray_mlflow`).
+EPOCH = ("epoch", "train_loss", "val_error", "val_ce", "lr")
+
+
+def sampled(config: dict) -> dict:
+    """The settings a search sampled for a trial, from its Tune config ({} in a grid)."""
+    return {k: config[k] for k in pipeline.SEARCHED if k in config}
 
 
 def optuna_search(sweep: SweepConfig, done: list[dict], target: str) -> OptunaSearch:

@@ -25,15 +25,6 @@ from distill import experiment, files, pipeline, progress, ray_search, ray_share
 from distill.config import SweepConfig, TeacherConfig
 from distill.pipeline import Job
 
-# What a trial reports to Tune each epoch (of `train.fit`'s epoch metrics): the schedulers read val_error, and
-# `--mlflow` logs the others too (`distill.ray_mlflow`).
-EPOCH = ("epoch", "train_loss", "val_error", "val_ce", "lr")
-
-
-def sampled(config: dict) -> dict:
-    """The settings a search sampled for a trial, from its Tune config ({} in a grid)."""
-    return {k: config[k] for k in pipeline.SEARCHED if k in config}
-
 
 class Executor:
     """Members through Ray Train, students through Ray Tune, on the cluster at `address` (default
@@ -103,7 +94,7 @@ class Executor:
 def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep: SweepConfig, root: str) -> None:
     """One student trial: the core's `student_trial` in its directory; each epoch's val error goes to Tune.
     `data`: the store's data payload; `logits`: {(teacher, split): object ref}, of which it fetches its own."""
-    job, searched = jobs[config["job"]], sampled(config)
+    job, searched = jobs[config["job"]], ray_search.sampled(config)
     cell = pipeline.searched_cell(job, searched)
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
@@ -112,7 +103,7 @@ def student_trial(config: dict, data, logits: dict, jobs: dict[str, Job], sweep:
     teacher, reference = pipeline.given(job, mine)
     row = experiment.student_trial(
         cell, splits, transfer, teacher, reference, pipeline.trial_dir(root, job, searched),
-        sweep.checkpoint_every, on_epoch=lambda m: tune.report({k: m[k] for k in EPOCH}))
+        sweep.checkpoint_every, on_epoch=lambda m: tune.report({k: m[k] for k in ray_search.EPOCH}))
     # Optuna needs a finite score for every finished trial: a diverged one counts as the worst (Tune only).
     tune.report({"val_error": row.get("val_error", 1.0), "status": row["status"]})
 
@@ -122,7 +113,7 @@ def ended(grid: tune.ResultGrid, jobs: dict[str, Job], root: files.Location) -> 
     errored after every retry (returned, not kept: a re-run tries them again)."""
     errored = []
     for result in grid:
-        job, searched = jobs[result.config["job"]], sampled(result.config)
+        job, searched = jobs[result.config["job"]], ray_search.sampled(result.config)
         trial, cell = pipeline.trial_dir(root, job, searched), pipeline.searched_cell(job, searched)
         if (trial / "row.json").exists():
             continue

@@ -23,6 +23,7 @@ LAYERS = [
     ["budget", "local"],
     ["ray_shared"],
     ["ray_search", "ray_teachers"],
+    ["ray_mlflow"],
     ["ray_sweep"],
     ["__main__"],
 ]
