@@ -14,29 +14,31 @@ Protocol:  the learning rate (and, for the label targets, the hidden dropout) of
            samples); the choice is written to choices.json and the run record, and every other seed and teacher
            trains once with it. Test data chooses nothing. Every student trains up to 30 epochs with patience 5
            (the report says how often the best epoch was the last).
-Time:      measured 10 min 10 s on 2 idle cores on 2026-12-01 (the code of b1ca149, command to results): Ray's start and
-           the data about 25 s, teachers 2.3 min (10 members in 2 slots of Ray Train, 140 s), students 7.7 min
-           (18 search trials of 6 cells in one Tuner, 2.5 min; then 30 trials, 5 min); 10 s over the 10 minutes
-           asked. --variant fp32 (everything stored in fp32, its own folder): the same work, measured right
-           after: mimic test errors differ from the compact run's by +0.02 points on average over its 24 cells and
-           seeds (seed-paired 95% interval -0.10 to +0.14; every cell's interval includes 0), label targets on the
-           train inputs identically, the 9-CNN ensemble 2.10% compact vs 2.30% fp32.
+Time:      measured 5 min 23 s on 2 idle cores on 2026-12-02 (the code of e1ca044, command to results; `time
+           python -m distill run sweeps/demo.py --storage /tmp/demo-run`): Ray's start and the data about 10 s,
+           teachers 69 s (10 members in 2 slots of Ray Train), the search 66 s (18 trials of 6 cells in one Tuner),
+           then 30 trials in 3 min. (10 min 10 s on 2026-12-01 with b1ca149's code, on a machine that was then
+           slower at everything: the teachers took 140 s.) --variant fp32 (everything stored in fp32, its own
+           folder), measured on 2026-12-01: mimic test errors differ from the compact run's by +0.02 points on
+           average over its 24 cells and seeds (seed-paired 95% interval -0.10 to +0.14; every cell's interval
+           includes 0), label targets on the train inputs identically, the 9-CNN ensemble 2.10% compact vs 2.30%.
 Wide:      --variant wide, measured 2026-12-01 on 2 idle cores (teachers cached; one trial at a time, 2 threads,
            3 epochs, batch 256): H=8k (2.3M parameters) 11 s of training, test error labels-aug 3.9% / mimic
            5.0%; H=32k (8.5M) 41 / 39 s, 4.1% / 4.7%; H=128k (33.6M) 225 / 214 s, 5.1% / 6.4%; H=400k (101M
            parameters) still training when the session ended (about 12 min per trial expected from 128k's rate).
            Three epochs are far too few for these widths (errors rise with H): it shows they train here, not
            how well.
-Expected:  as measured (examples/demo/report.md; test sets of 1,000 digits: +-0.3 points is noise): 9 CNNs at
-           2.1-3.9% test error, their ensemble 2.10%, 3 of them 2.40%, `ecnn[0]` 2.10%, the DNN 4.90%. Labels on
-           the train inputs 6.00% (H=256) / 5.17% (H=1024); on the augmented inputs 3.17% / 3.00%; mimicking the
-           9-CNN ensemble 3.77% / 3.43%. So mimic < labels at both sizes, but mimic is WORSE than labels-aug at
-           both (+0.60 points, paired 95% interval +0.10 to +1.10, at H=256; +0.43, -0.37 to +1.23, at H=1024):
-           with the same augmented inputs, cross-entropy on labels beat L2 on these teachers' logits here; the
-           paper's first result does not hold on this data. Against teacher error, mimic students' error rises
-           with a slope of +0.41 (H=256, 95% CI +0.33 to +0.49) and +0.45 (H=1024, +0.26 to +0.63) points per
-           point: the DNN's students are clearly worst; among the three CNN teachers (2.1-2.4%) the order is not
-           monotone. The best epoch was never the last of the 30 (0 of 36 kept trials).
+Expected:  as measured on 2026-12-02 (examples/demo/report.md; test sets of 1,000 digits: +-0.3 points is noise):
+           9 CNNs at 2.2-3.8% test error, their ensemble 2.10%, 3 of them 2.50%, `ecnn[0]` 2.20%, the DNN 5.10%.
+           Labels on the train inputs 6.00% (H=256) / 5.10% (H=1024); on the augmented inputs 3.17% / 2.93%;
+           mimicking the 9-CNN ensemble 3.73% / 3.33%. So mimic < labels at both sizes, but mimic is WORSE than
+           labels-aug at both (+0.57 points, paired 95% interval +0.28 to +0.85, at H=256; +0.40, -0.50 to +1.30,
+           at H=1024): with the same augmented inputs, cross-entropy on labels beat L2 on these teachers' logits
+           here; the paper's first result does not hold on this data. Mimic recovers 58% (40-75) / 59% (46-72) of
+           the gap from labels to the teacher. Against teacher error, mimic students' error rises with a slope of
+           +0.36 (H=256, 95% CI +0.22 to +0.50) and +0.50 (H=1024, +0.35 to +0.65) points per point: the DNN's
+           students are clearly worst; among the three CNN teachers (2.1-2.5%) the order is not monotone. The best
+           epoch was never the last of the 30 (0 of 36 kept trials).
 """
 
 import dataclasses
