@@ -226,11 +226,12 @@ def by_seed(rows: pd.DataFrame, target: str) -> pd.Series:
     return rows[rows["target"] == target].set_index("seed")["test_error"]
 
 
-def paired(a: pd.Series, b: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lo, hi) of a - b over the seeds both have (the same seed's init in both): `mean_interval`."""
+def paired(a: pd.Series, b: pd.Series, level: float = 0.95, combine=None) -> tuple[float, float, float]:
+    """(mean, lo, hi) of `combine(a, b)` (default a - b) over the seeds both have (the same seed's init in both):
+    `mean_interval`; NaN where they share none."""
     seeds = a.index.intersection(b.index)
-    diff = (a[seeds] - b[seeds]).to_numpy(float)
-    return mean_interval(diff, level) if len(diff) else (np.nan,) * 3
+    values = ((combine or pd.Series.sub)(a[seeds], b[seeds])).to_numpy(float)
+    return mean_interval(values, level) if len(values) else (np.nan,) * 3
 
 
 def recipes(frame: pd.DataFrame, teacher: str):
@@ -291,10 +292,8 @@ def gaps(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, level: float
                      "inputs": float(own["transfer_size"].iloc[0]) if "transfer_size" in own else np.nan,
                      "agreement": float(own["test_agreement"].mean()) if "test_agreement" in own else np.nan}
         for name, base in (("gap_labels", labels), ("gap_aug", aug)):
-            seeds = base.index.intersection(mimic.index)
-            share = ((base[seeds] - mimic[seeds]) / (base[seeds] - t_err)).to_numpy(float)
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_interval(share, level) if len(share) else (
-                (np.nan,) * 3)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = paired(
+                base, mimic, level, lambda b, m: (b - m) / (b - t_err))
         row["logits_add"], row["logits_add_lo"], row["logits_add_hi"] = paired(aug, mimic, level)
         out.append(row)
     return pd.DataFrame(out)

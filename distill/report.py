@@ -119,6 +119,12 @@ def bottleneck_figure(frame: pd.DataFrame, path: files.Where, input_dim: int | N
     return _save(fig, path)
 
 
+def shape_name(row) -> str:
+    """A student shape as the report's tables name it: 'snn H=1024', 'snn H=1024 k=64'."""
+    k = f" k={row['bottleneck']:.0f}" if pd.notna(row["bottleneck"]) else ""
+    return f"{row['arch']} H={row['hidden']}{k}"
+
+
 def transfer_figure(table: pd.DataFrame, path: files.Where, title: str = "") -> files.Location:
     """Gap recovered against transfer-set size (#inputs, log x), one line per student shape: left against labels on
     the train inputs, right against labels on the same augmented inputs; mean over seeds with its 95% interval."""
@@ -155,8 +161,7 @@ def transfer_section(table: pd.DataFrame) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
     sentences = []
     for _, g in table.sort_values([*analysis.SHAPE, "inputs"]).iterrows():
-        k = f" k={g['bottleneck']:.0f}" if pd.notna(g["bottleneck"]) else ""
-        name = f"{g['arch']} H={g['hidden']}{k}"
+        name = shape_name(g)
         views = "n/a" if pd.isna(g["transfer_views"]) else f"{g['transfer_views']:.0f}"
         inputs = "n/a" if pd.isna(g["inputs"]) else f"{g['inputs']:,.0f}"
         lines.append(_row(name, views, inputs, *(f"{100 * g[t]:.2f}" for t in analysis.ORDER),
@@ -329,8 +334,7 @@ def headline_section(table: pd.DataFrame) -> list[str]:
                   "mimic < labels-aug < labels"), "|---|---|---|---|---|---|---|"]
     sentences = []
     for _, h in table.iterrows():
-        k = f" k={h['bottleneck']:.0f}" if pd.notna(h["bottleneck"]) else ""
-        name = f"{h['arch']} H={h['hidden']}{k}"
+        name = shape_name(h)
         cols = [interval(h[t], h[f"{t}_lo"], h[f"{t}_hi"]) for t in analysis.ORDER]
         diffs = [interval(h[d], h[f"{d}_lo"], h[f"{d}_hi"]) for d in ("mimic-labels-aug", "labels-aug-labels")]
         lines.append(_row(name, *cols, *diffs, "yes" if h["holds"] else "**no**"))
