@@ -172,8 +172,8 @@ def transfer_section(table: pd.DataFrame) -> list[str]:
         zero = "n/a" if pd.isna(g["logits_add_lo"]) else (
             "excludes" if g["logits_add_lo"] > 0 or g["logits_add_hi"] < 0 else "includes")
         sentences.append(f"- {name}: the logits add {100 * g['logits_add']:+.2f} points beyond the augmented inputs at "
-                         f"{inputs} inputs; the interval "
-                         + (f"({interval(g['logits_add'], g['logits_add_lo'], g['logits_add_hi'])}) {zero} zero."
+                         f"{inputs} inputs; its 95% interval "
+                         + (f"({100 * g['logits_add_lo']:+.2f} to {100 * g['logits_add_hi']:+.2f}) {zero} zero."
                             if zero != "n/a" else "is n/a (one seed)."))
     return [*lines, "", *sentences, ""]
 
