@@ -276,7 +276,9 @@ def gaps(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, level: float
     (labels-aug - teacher), each a mean over seeds with its t interval (1: as good as the teacher; 0: no better
     than the baseline; below 0: worse). `logits_add` = labels-aug - mimic in error (what the logits add beyond
     the same augmented inputs), paired by seed with its interval, `inputs` the transfer set's size, `agreement`
-    mimic's mean test agreement with the teacher. Pass `select`'s rows; shapes lacking a target are left out."""
+    mimic's mean test agreement with the teacher. A share is NaN where some seed's baseline is no worse than the
+    teacher: there is no gap to recover (its ratio would be infinite or of the wrong sign). Pass `select`'s rows;
+    shapes lacking a target are left out."""
     known = teachers.dropna(subset=["test_error"]).drop_duplicates("teacher").set_index("teacher")["test_error"]
     if teacher not in known:
         return pd.DataFrame()
@@ -293,7 +295,7 @@ def gaps(frame: pd.DataFrame, teachers: pd.DataFrame, teacher: str, level: float
                      "agreement": float(own["test_agreement"].mean()) if "test_agreement" in own else np.nan}
         for name, base in (("gap_labels", labels), ("gap_aug", aug)):
             row[name], row[f"{name}_lo"], row[f"{name}_hi"] = paired(
-                base, mimic, level, lambda b, m: (b - m) / (b - t_err))
+                base, mimic, level, lambda b, m: ((b - m) / (b - t_err)).where(b > t_err))
         row["logits_add"], row["logits_add_lo"], row["logits_add_hi"] = paired(aug, mimic, level)
         out.append(row)
     return pd.DataFrame(out)

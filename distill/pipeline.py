@@ -297,7 +297,8 @@ def chosen(sweep: SweepConfig, first: list[Job], done: dict[str, list[dict]], to
             continue
         picks[cell_key(j.cell)] = setting(best, names)
         choices.append({"job": j.id, "target": j.cell.target, "teacher": j.cell.teacher, "hidden": j.cell.hidden,
-                        "bottleneck": j.cell.bottleneck, "arch": j.cell.arch, "seed": j.cell.train.seed,
+                        "bottleneck": j.cell.bottleneck, "arch": j.cell.arch,
+                        "transfer_views": j.cell.transfer_views, "seed": j.cell.train.seed,
                         "samples": len(done[j.id]), "settings": picks[cell_key(j.cell)],
                         "val_error": best["val_error"], "trial_dir": best["trial_dir"]})
     fixed = [job(sweep, searched_cell(j, picks[cell_key(j.cell)]), keys) for j in todo

@@ -110,6 +110,11 @@ def test_gap_recovered_against_both_baselines_by_hand():
     assert g["logits_add"] == pytest.approx(0.0175)
     assert g["logits_add_hi"] - g["logits_add"] == pytest.approx(t * diff.std(ddof=1) / np.sqrt(2))
     assert (g["inputs"], g["agreement"], g["teacher_error"]) == (400, pytest.approx(0.9), 0.02)
+    # Seed 0's labels-aug as good as the teacher (0.02): no gap to recover, so that share is n/a, not an infinite
+    # ratio (0.01 / 0); the share against labels, whose baseline is worse than the teacher, is still a number.
+    rows[2]["test_error"], rows[4]["test_error"] = 0.02, 0.03
+    g = analysis.gaps(pd.DataFrame(rows), teachers, "t").iloc[0]
+    assert np.isnan(g["gap_aug"]) and g["gap_labels"] == pytest.approx(((0.10 - 0.03) / 0.08 + 0.85) / 2)
 
 
 def test_a_trial_gets_only_its_recipes_inputs_and_logits_from_the_store():
@@ -126,3 +131,13 @@ def test_a_trial_gets_only_its_recipes_inputs_and_logits_from_the_store():
     refs = {("t", "transfer"): logits.numpy(), ("t", "test"): logits[:5].numpy()}
     got = ray_shared.get_logits(refs, [("t", "transfer"), ("t", "test")], "cpu", rows=n)
     assert torch.equal(got["t", "transfer"], logits[:n]) and len(got["t", "test"]) == 5
+
+
+def test_the_protocol_table_tells_the_recipes_searched_apart():
+    # One search per recipe: without its views column the three mimic rows of a shape would read alike.
+    choice = dict(target="mimic", teacher="t", arch="snn", hidden=16, bottleneck=None, seed=0, samples=3,
+                  settings={"lr": 0.001}, val_error=0.05)
+    lines = report.protocol_section([choice | {"transfer_views": 0}, choice | {"transfer_views": 2},
+                                     choice | {"target": "labels", "teacher": "", "transfer_views": None}])
+    rows = [line.split(" | ")[2] for line in lines if line.startswith("| mimic") or line.startswith("| labels")]
+    assert rows == ["0", "2", "n/a"]
