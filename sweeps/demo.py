@@ -2,9 +2,8 @@
 
 Command:   python -m distill run sweeps/demo.py            (add --variant smoke for the test-sized run)
            python -m distill run sweeps/demo.py --variant full    (adds a bottleneck, conv_snn students and
-                  transfer sets of 0, 1 and 3 views per digit: 384 trials besides the search, about 8x the
-                  default's; not yet run end to end, its time unmeasured)
-           python -m distill run sweeps/demo.py --variant wide    (H = 8k to 400k with k = 250; not run by CI)
+                  transfer sets of 0, 1 and 3 views per digit: 384 trials besides the search; 81 min, see Full)
+           python -m distill run sweeps/demo.py --variant wide    (H = 8k to 400k with k = 250; 22 min; not run by CI)
 Study:     teachers of graded quality: a DNN (3 x 512, dropout), one CNN (`ecnn[0]`), 3 CNNs (`ecnn[:3]`) and all
            9 (`ecnn`). Students: SNNs of H = 256 and 1024 mimic each teacher's logits; the same SNNs learn the labels
            on the augmented inputs (`labels-aug`, the fair baseline: the same inputs as mimic) and on the train
@@ -22,12 +21,29 @@ Time:      measured 5 min 23 s on 2 idle cores on 2026-12-02 (the code of e1ca04
            folder), measured on 2026-12-01: mimic test errors differ from the compact run's by +0.02 points on
            average over its 24 cells and seeds (seed-paired 95% interval -0.10 to +0.14; every cell's interval
            includes 0), label targets on the train inputs identically, the 9-CNN ensemble 2.10% compact vs 2.30%.
-Wide:      --variant wide, measured 2026-12-01 on 2 idle cores (teachers cached; one trial at a time, 2 threads,
-           3 epochs, batch 256): H=8k (2.3M parameters) 11 s of training, test error labels-aug 3.9% / mimic
-           5.0%; H=32k (8.5M) 41 / 39 s, 4.1% / 4.7%; H=128k (33.6M) 225 / 214 s, 5.1% / 6.4%; H=400k (101M
-           parameters) still training when the session ended (about 12 min per trial expected from 128k's rate).
-           Three epochs are far too few for these widths (errors rise with H): it shows they train here, not
-           how well.
+Full:      --variant full, measured 2026-12-02 on 2 idle cores (code of bbcc7e6, a fresh storage: `time python -m
+           distill run sweeps/demo.py --variant full --storage /tmp/demo-run`): 80 min 40 s; teachers 84 s, the
+           search 22 min (56 searched cells, one per target, shape and transfer set: 168 trials, 69 stopped by
+           ASHA), then 328 trials in 56 min (conv_snn H=1024 on 14,000 inputs about 2 min each; an SNN with k=64 a
+           few seconds). examples/demo-full/report.md is that run. Results (3 seeds; +-0.3 points is noise): on
+           the largest transfer set (3 views) mimic < labels-aug < labels holds only for the SNNs with k = 64
+           (H=256: 3.67 / 4.17 / 8.10%, H=1024: 3.80 / 4.43 / 6.87%; neither gap beyond noise); conv_snn
+           students are the best students (mimic 2.60-2.93%, labels-aug 1.90-2.33%) and labels-aug beats mimic at
+           all four conv_snn shapes (beyond noise at H=1024 k=64: +0.97 points, 0.34 to 1.59). What the logits add
+           over labels on the same inputs falls as the transfer set grows: on the 3,500 train inputs alone mimic
+           beats labels at all 8 shapes (+0.13 to +2.30 points; beyond noise only at snn H=256 k=64, +2.30, 0.56
+           to 4.04); at 14,000 inputs it is -0.97 to +0.63 (2 of 8 intervals exclude zero, both negative). The
+           share of the labels-to-teacher gap mimic recovers grows with the set at every shape (snn H=1024:
+           11% -> 50% -> 59%; conv_snn H=256: 34% -> 59% -> 76%). Teacher quality: slopes +0.36 to +0.64 points
+           per point, every interval above 0; monotone at 3 of 8 shapes.
+Wide:      --variant wide, measured 2026-12-02 on 2 idle cores (code of 96391d0, teachers cached by the full run:
+           `time python -m distill run sweeps/demo.py --variant wide --storage /tmp/demo-run`): 21 min 41 s, one
+           trial at a time with both cores, 3 epochs of 14,000 inputs at batch 256. Training seconds labels-aug /
+           mimic and test errors: H=8k (2.3M parameters) 10 / 8 s, 3.9% / 5.1%; H=32k (8.5M) 25 / 25 s, 4.1% /
+           4.6%; H=128k (33.6M) 128 / 136 s, 5.1% / 6.2%; H=400k (104.6M parameters) 426 / 418 s, 5.6% / 15.8%.
+           It shows a 100M-parameter student trains here (1.1 GB driver peak), not how well: three epochs at one
+           untuned learning rate are far too few for these widths (errors rise with H, and mimic at 400k is
+           unstable at lr 1e-3); it was not tuned until a result appeared.
 Expected:  as measured on 2026-12-02 (examples/demo/report.md; test sets of 1,000 digits: +-0.3 points is noise):
            9 CNNs at 2.2-3.8% test error, their ensemble 2.10%, 3 of them 2.50%, `ecnn[0]` 2.20%, the DNN 5.10%.
            Labels on the train inputs 6.00% (H=256) / 5.10% (H=1024); on the augmented inputs 3.17% / 2.93%;
@@ -79,7 +95,7 @@ def get_config(variant: str = "default") -> SweepConfig:
     if variant == "fp32":  # everything stored in fp32 (images, logits), in its own folder: what compact costs
         return dataclasses.replace(demo, name="demo-fp32", data=dataclasses.replace(demo.data, compact=False))
     if variant == "wide":
-        # The design card's widths with the paper's k = 250 (a 400k-unit student has 101M parameters), mimic and
+        # The design card's widths with the paper's k = 250 (a 400k-unit student has 104.6M parameters), mimic and
         # labels-aug, one seed, one trial at a time with both cores; 3 epochs (a 400k-unit epoch is minutes here).
         wide = TrainConfig(optimizer="adam", lr=1e-3, batch_size=256, epochs=3)
         return dataclasses.replace(
