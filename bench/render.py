@@ -90,11 +90,27 @@ def malloc(r: dict) -> str:
                     ["H", "batch", "default_samples_per_s", "keep_samples_per_s", "speedup", "load1"]))
 
 
+def student_phase(r: dict) -> str:
+    b, a = r["before"], r["after"]
+    rows = [{"cell (target, teacher, H)": c, "before %": 100 * b["errors"].get(c, float("nan")),
+             "after %": 100 * a["errors"][c]} for c in sorted(a["errors"])]
+    return (f"Sweep `{r['sweep']}`, {r['before_commit']} against {r['after_commit']}; load at the end of each side "
+            f"{b['load']} / {a['load']}.\n\n"
+            + table([{"": "student phase (s)", "before": b["seconds"], "after": a["seconds"],
+                      "after / before": a["seconds"] / b["seconds"]},
+                     {"": f"its {a['fixed_trials']} fixed trials, first start to last end (s)",
+                      "before": b["fixed_span_seconds"], "after": a["fixed_span_seconds"],
+                      "after / before": a["fixed_span_seconds"] / b["fixed_span_seconds"]}],
+                    ["", "before", "after", "after / before"])
+            + "\n\nMean test error over 3 seeds, per cell:\n\n"
+            + table(rows, ["cell (target, teacher, H)", "before %", "after %"]))
+
+
 FIGURES: dict[str, Callable[[dict], str]] = {
     "throughput": throughput, "throughput_1thread": throughput, "throughput_bf16": throughput,
     "ray_overhead": ray_overhead,
     "online_teacher": online_teacher, "linear_bottleneck": linear_bottleneck, "harvest": harvest,
-    "scheduling": scheduling, "malloc": malloc}
+    "scheduling": scheduling, "malloc": malloc, "student_phase": student_phase}
 
 
 def render(text: str, results: Path) -> str:

@@ -2,7 +2,7 @@
 on a fresh local Ray and a fresh storage directory, on the same sweep file: its time and its errors.
 
 Command:   .venv/bin/python bench/student_phase.py [--before d00b646] [--after COMMIT] [--sweep sweeps/demo.py]
-           (about 30 minutes on 2 idle cores: each version trains its own teachers first, untimed)
+           (15 minutes on 2 idle cores, measured: each version trains its own teachers first, untimed)
 Measures:  wall seconds of `python -m distill sweep SWEEP` (the students: the protocol's search, then every other
            seed and teacher) for each code version (the earlier one from a git worktree, imported through
            PYTHONPATH, which Ray's workers inherit), the part of it the fixed trials took (first start to last end of
