@@ -135,6 +135,7 @@ def transfer_figure(table: pd.DataFrame, path: files.Where, title: str = "") -> 
     panels = (("gap_labels", "gap recovered (%)", "vs labels: (labels - mimic) / (labels - teacher)"),
               ("gap_aug", "gap recovered (%)", "vs labels-aug: (labels-aug - mimic) / (labels-aug - teacher)"),
               ("logits_add", "labels-aug - mimic (points)", "what the logits add beyond the same inputs"))
+    at = sorted(table["inputs"].dropna().unique())  # the measured transfer-set sizes: every panel's x ticks
     for ax, (col, ylabel, name) in zip(axes, panels, strict=True):  # every value in % (or points) of error
         for key, c in table.groupby(analysis.SHAPE, dropna=False):
             c = c.sort_values("inputs")
@@ -148,7 +149,6 @@ def transfer_figure(table: pd.DataFrame, path: files.Where, title: str = "") -> 
             ax.set_ylim(-100, 150)
         ax.set(xscale="log", xlabel="transfer set (# inputs)", ylabel=ylabel, title=name)
         ax.title.set_fontsize(9)
-        at = sorted(table["inputs"].dropna().unique())
         ax.set_xticks(at, [human(v) for v in at])
         ax.minorticks_off()  # ticks at the measured sizes, not at log-axis decades
     fig.suptitle(title or "against transfer-set size (gap recovered: 0 the baseline, 100 the teacher)")
